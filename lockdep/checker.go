@@ -1,0 +1,197 @@
+package lockdep
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// A Checker is one lockdep instance: a dependency graph of lock classes, the
+// chain cache, every goroutine's held locks, and a handler for reports. Annotations
+// reach it through a Map's Checker field, or Default when that is nil.
+//
+// The kernel has one lockdep; Default plays that part. A test that wants its own
+// graph and handler makes a Checker with NewChecker (or lockdeptest.New) and hands
+// it to the objects under test.
+//
+// A Checker must not be copied. All its methods are safe for concurrent use.
+type Checker struct {
+	on        atomic.Bool
+	gen       atomic.Uint64 // bumped by Enable, Disable and Reset: held stacks of older generations are stale
+	handler   atomic.Pointer[Handler]
+	strict    atomic.Bool
+	reportAll atomic.Bool
+	tokens    atomic.Uint64 // BeginSignalling tokens
+
+	tasks   sync.Map // goroutine id (int64) -> *task
+	ntasks  atomic.Int64
+	sweepAt atomic.Int64
+	sweepMu sync.Mutex
+
+	chains atomic.Pointer[chainTable] // written under mu, read without it
+
+	mu       sync.Mutex         // the graph lock
+	nodes    []*node            // guarded by mu; indexed by class id
+	nedges   int                // guarded by mu
+	reported map[reportKey]bool // guarded by mu
+
+	// The pseudo-locks of this checker: the kernel's global lockdep_maps.
+	fenceMap, reclaimMap, mmuMap Map
+}
+
+type reportKey struct {
+	kind Kind
+	a, b uint64
+}
+
+// An Option configures a Checker made by NewChecker.
+type Option func(*Checker)
+
+// WithHandler sets the handler reports go to. The default logs to standard error.
+func WithHandler(h Handler) Option { return func(c *Checker) { c.SetHandler(h) } }
+
+// StrictSignalling makes a dma fence wait inside a signalling section a report
+// (KindFenceWaitInSignalling). The kernel drops the section's read hold around the
+// wait annotation and so does not report it; off by default to match.
+func StrictSignalling() Option { return func(c *Checker) { c.strict.Store(true) } }
+
+// ReportAll delivers every occurrence of a problem instead of the first only.
+func ReportAll() Option { return func(c *Checker) { c.reportAll.Store(true) } }
+
+// Off makes the checker start disabled (see Enable).
+func Off() Option { return func(c *Checker) { c.on.Store(false) } }
+
+// Default is the checker that annotations without an explicit Checker go to. It is
+// enabled and logs reports to standard error, as the kernel's lockdep prints to the
+// console; it is not primed (see Prime).
+var Default = NewChecker()
+
+// NewChecker returns an enabled checker with an empty graph, configured by opts.
+func NewChecker(opts ...Option) *Checker {
+	c := &Checker{reported: make(map[reportKey]bool)}
+	c.fenceMap = Map{Class: FenceSignalling, Checker: c}
+	c.reclaimMap = Map{Class: FSReclaim, Checker: c}
+	c.mmuMap = Map{Class: MMUNotifier, Checker: c}
+	c.chains.Store(newChainTable(256))
+	c.sweepAt.Store(sweepFloor)
+	c.SetHandler(Log(os.Stderr))
+	c.on.Store(true)
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// SetHandler replaces the handler. A nil handler drops reports.
+func (c *Checker) SetHandler(h Handler) {
+	if h == nil {
+		h = func(*Report) {}
+	}
+	c.handler.Store(&h)
+}
+
+// SetStrictSignalling turns the strict fence-wait check on or off (see
+// StrictSignalling).
+func (c *Checker) SetStrictSignalling(on bool) { c.strict.Store(on) }
+
+// SetReportAll chooses between reporting each distinct problem once (false, the
+// default) and every time it happens.
+func (c *Checker) SetReportAll(on bool) { c.reportAll.Store(on) }
+
+// Enable turns checking on. Locks taken while checking was off are unknown to
+// the checker; releasing them later is not reported.
+func (c *Checker) Enable() {
+	c.gen.Add(1)
+	c.on.Store(true)
+}
+
+// Disable turns checking off. While off, an annotation costs one atomic load.
+// Models debug_locks_off(), but reversible.
+func (c *Checker) Disable() {
+	c.on.Store(false)
+	c.gen.Add(1)
+}
+
+// Enabled reports whether checking is on.
+func (c *Checker) Enabled() bool { return c.on.Load() }
+
+// Reset forgets everything learned: the graph, the chain cache, which problems
+// were reported, and what every goroutine holds. For tests; the handler and options
+// stay.
+func (c *Checker) Reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes = nil
+	c.nedges = 0
+	c.reported = make(map[reportKey]bool)
+	c.chains.Store(newChainTable(256))
+	c.gen.Add(1)
+}
+
+// Stats describes the size of what a checker has learned.
+type Stats struct {
+	Classes int // classes with a node in the graph
+	Edges   int // dependencies
+	Chains  int // validated chains in the cache
+}
+
+// Stats returns the current sizes of the graph and the chain cache. Models
+// /proc/lockdep_stats.
+func (c *Checker) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Stats{Edges: c.nedges, Chains: c.chains.Load().n}
+	for _, n := range c.nodes {
+		if n != nil {
+			s.Classes++
+		}
+	}
+	return s
+}
+
+// HasDependency reports whether the graph holds the dependency from -> to: to was
+// taken while from was held (or the order was primed).
+func (c *Checker) HasDependency(from, to *Class) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if int(from.id) >= len(c.nodes) || c.nodes[from.id] == nil {
+		return false
+	}
+	return c.nodes[from.id].edge(to.id) != nil
+}
+
+// Held returns the locks the calling goroutine holds in c, outermost first. Models
+// lockdep_print_held_locks(current), as data.
+func (c *Checker) Held() []LockInfo {
+	if !c.on.Load() {
+		return nil
+	}
+	t := c.task()
+	defer c.idle(t)
+	return heldInfo(t.held)
+}
+
+// deliver hands reports to the handler, dropping repeats unless ReportAll is set.
+// It must be called without c.mu held.
+func (c *Checker) deliver(reps []*Report, keys []reportKey) {
+	if len(reps) == 0 {
+		return
+	}
+	if !c.reportAll.Load() {
+		c.mu.Lock()
+		n := 0
+		for i, r := range reps {
+			if !c.reported[keys[i]] {
+				c.reported[keys[i]] = true
+				reps[n] = r
+				n++
+			}
+		}
+		c.mu.Unlock()
+		reps = reps[:n]
+	}
+	h := *c.handler.Load()
+	for _, r := range reps {
+		h(r)
+	}
+}

@@ -1,0 +1,130 @@
+package lockdep
+
+// A Cookie is what BeginSignalling returns and EndSignalling takes back. Models the
+// bool cookie of dma_fence_begin_signalling(), with enough in it to catch a section
+// ended twice, on another goroutine, or out of order. The zero Cookie matches no
+// section.
+type Cookie struct {
+	kind  uint8
+	token uint64 // the outermost section's token
+	gid   int64
+}
+
+const (
+	cookieNone   uint8 = iota // zero value: never returned by BeginSignalling
+	cookieOff                 // checking was off: EndSignalling does nothing
+	cookieOuter               // this call took the fence map
+	cookieNested              // the map was already read-held
+)
+
+// BeginSignalling opens a fence signalling critical section: everything from the
+// moment a fence is visible to others until it is signalled. Inside it, taking a lock
+// that someone holds while waiting on a fence, or allocating memory that may reclaim,
+// is reported. Sections nest; end each with EndSignalling and the cookie it returned.
+//
+// Models dma_fence_begin_signalling(): a recursive-read trylock of dma_fence_map.
+// The kernel also returns early in atomic context; goroutines have none.
+func (c *Checker) BeginSignalling() Cookie {
+	if !c.on.Load() {
+		return Cookie{kind: cookieOff}
+	}
+	t := c.task()
+	if i := t.find(&c.fenceMap); i >= 0 && t.held[i].mode.isRead() {
+		t.sigNest++
+		return Cookie{kind: cookieNested, token: t.held[i].token, gid: t.id}
+	}
+	gid := t.id
+	c.idle(t)
+	tok := c.tokens.Add(1)
+	c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, tok)
+	return Cookie{kind: cookieOuter, token: tok, gid: gid}
+}
+
+// EndSignalling closes the section BeginSignalling opened. A cookie that matches no
+// open section of this goroutine (never begun, already ended, from another
+// goroutine, or an outer section ended before the sections nested in it) is
+// reported as KindBadSignalling and changes nothing. Models
+// dma_fence_end_signalling().
+func (c *Checker) EndSignalling(ck Cookie) {
+	if ck.kind == cookieOff || !c.on.Load() {
+		return
+	}
+	t := c.task()
+	i := t.find(&c.fenceMap)
+	open := i >= 0 && t.held[i].mode.isRead()
+	var why string
+	switch {
+	case ck.kind == cookieNone:
+		why = "EndSignalling with a zero Cookie: no BeginSignalling returned it"
+	case ck.gid != t.id:
+		why = "EndSignalling on a goroutine other than the one that began the section"
+	case !open || t.held[i].token != ck.token:
+		why = "EndSignalling for a section that is not open (ended twice?)"
+	case ck.kind == cookieNested:
+		t.sigNest--
+		c.idle(t)
+		return
+	case t.sigNest > 0:
+		why = "EndSignalling of an outer section while nested sections are still open"
+	default:
+		p := c.removeAt(t, i)
+		c.idle(t)
+		c.deliver(p.reps, p.keys)
+		return
+	}
+	var p pending
+	r := c.newReport(KindBadSignalling, t.held, t.id)
+	r.Lock = &LockInfo{Class: FenceSignalling.Name(), Mode: RecursiveRead}
+	r.Detail = why
+	p.add(r, reportKey{KindBadSignalling, sitePC(r.Stack), 0})
+	c.idle(t)
+	c.deliver(p.reps, p.keys)
+}
+
+// InSignalling reports whether the calling goroutine is inside a signalling section.
+func (c *Checker) InSignalling() bool {
+	if !c.on.Load() {
+		return false
+	}
+	t := c.task()
+	defer c.idle(t)
+	i := t.find(&c.fenceMap)
+	return i >= 0 && t.held[i].mode.isRead()
+}
+
+// MightWaitFence annotates a wait on a dma fence. It records that every lock held
+// here may be held while waiting on a fence, so a signalling path that takes one of
+// them is reported (KindSignallingDeadlock).
+//
+// Models __dma_fence_might_wait(), called by every dma_fence_wait: an exclusive
+// acquire and release of dma_fence_map, with the caller's own signalling section
+// dropped around it. A wait directly inside a signalling section is therefore not
+// reported, as in the kernel, unless strict signalling checks are on.
+func (c *Checker) MightWaitFence() {
+	if !c.on.Load() {
+		return
+	}
+	t := c.task()
+	i := t.find(&c.fenceMap)
+	var saved held
+	var p pending
+	if i >= 0 && t.held[i].mode.isRead() {
+		saved = t.held[i]
+		if c.strict.Load() {
+			r := c.newReport(KindFenceWaitInSignalling, t.held, t.id)
+			r.Detail = "A dma_fence wait inside a signalling section: the fence being waited on may\n" +
+				"depend on the one this section is about to signal."
+			p.add(r, reportKey{KindFenceWaitInSignalling, sitePC(r.Stack), 0})
+		}
+		p2 := c.removeAt(t, i)
+		p.reps, p.keys = append(p.reps, p2.reps...), append(p.keys, p2.keys...)
+	}
+	c.idle(t)
+	c.deliver(p.reps, p.keys)
+	c.acquire(&c.fenceMap, c.fenceMap.Class, Exclusive, 0, nil)
+	c.release(&c.fenceMap, c.fenceMap.Class)
+	if saved.m != nil {
+		// Put the section back as it was, innermost.
+		c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, saved.token)
+	}
+}

@@ -1,0 +1,119 @@
+package fence
+
+import (
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// An Array is a fence that signals when all of its fences have signalled, or with
+// SignalOnAny when the first one has. Models struct dma_fence_array.
+//
+// The first error seen among the fences becomes the array's error, "first" being
+// index order for fences already signalled when signalling is enabled and then the
+// order in which callbacks fire. The array signals in the goroutine that signalled
+// its last (or first) fence; the kernel defers that to irq_work, which a goroutine
+// model does not need. Arrays must be flat: an array or chain among the fences is
+// not refused but defeats Unwrap and Merge, as the kernel warns.
+type Array struct {
+	Fence // must be first: AsArray converts a *Fence back
+
+	fences  []*Fence
+	pending atomic.Int32
+	errSet  atomic.Bool // the first error has been recorded in Fence.err
+	cbs     []Callback
+	ops     Ops
+}
+
+// NewArray returns an array fence over fences, on context ctx with the given seqno
+// (use AllocContexts(1) and 1 when the array has no timeline of its own). The array
+// keeps the slice. Models dma_fence_array_create().
+func NewArray(fences []*Fence, ctx uint64, seqno uint64, signalOnAny bool) *Array {
+	a := &Array{fences: fences, cbs: make([]Callback, len(fences))}
+	n := int32(len(fences))
+	if signalOnAny {
+		n = 1
+	}
+	a.pending.Store(n)
+	a.ops = Ops{
+		EnableSignaling: a.enableSignaling,
+		Signaled:        a.signaledPoll,
+		SetDeadline: func(_ *Fence, t time.Time) {
+			for _, f := range a.fences {
+				f.SetDeadline(t)
+			}
+		},
+	}
+	fc := &Context{id: ctx, driver: "dma_fence_array", timeline: "unbound", checker: checkerOf(fences)}
+	a.Fence.ctx, a.Fence.ops, a.Fence.seqno = fc, &a.ops, seqno
+	a.Fence.refs.Store(1)
+	a.Fence.flags.Store(flagArray)
+	if len(fences) == 0 {
+		// Nothing to wait for: the kernel warns; an empty array is complete.
+		a.Fence.flags.Or(flagEnableSignal)
+		_ = a.Fence.signalLocked(time.Now())
+	}
+	return a
+}
+
+// AsArray returns the Array f is, or nil. Models to_dma_fence_array().
+func AsArray(f *Fence) *Array {
+	if f == nil || f.flags.Load()&flagArray == 0 {
+		return nil
+	}
+	return (*Array)(unsafe.Pointer(f))
+}
+
+// Fences returns the array's fences. The slice must not be modified.
+func (a *Array) Fences() []*Fence { return a.fences }
+
+// enableSignaling runs with a.Fence.mu held: it queues a callback on every fence,
+// counting those already signalled. Returning false signals the array at once.
+func (a *Array) enableSignaling(*Fence) bool {
+	for i, f := range a.fences {
+		if err := f.addCallback(&a.cbs[i], a.entrySignalled); err != nil {
+			a.recordError(f.Error())
+			if a.pending.Add(-1) == 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// entrySignalled runs in the goroutine that signalled one of the fences.
+func (a *Array) entrySignalled(f *Fence, _ *Callback) {
+	a.recordError(f.Error())
+	if a.pending.Add(-1) == 0 {
+		_ = a.Fence.Signal()
+	}
+}
+
+// recordError keeps the first error, as the kernel's cmpxchg on PENDING_ERROR does.
+// It runs either under a.Fence.mu (enable) or from an entry callback; the flag
+// makes exactly one writer win, and the write happens before the array is
+// signalled, which publishes it.
+func (a *Array) recordError(err error) {
+	if err != nil && a.errSet.CompareAndSwap(false, true) {
+		a.Fence.err = err
+	}
+}
+
+// signaledPoll is the array's Signaled hook: with signalling enabled it trusts the
+// count; otherwise it counts signalled fences itself (without copying errors, as
+// the kernel's poll path does not).
+func (a *Array) signaledPoll(*Fence) bool {
+	if a.Fence.flags.Load()&flagEnableSignal != 0 {
+		return a.pending.Load() <= 0
+	}
+	need := int(a.pending.Load())
+	for _, f := range a.fences {
+		if f.IsSignaled() {
+			need--
+			if need <= 0 {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,120 @@
+package fence
+
+// A Callback is a queue entry for a function to run when a fence signals. The
+// caller owns it (embed it in the object the callback is about, as drivers embed
+// struct dma_fence_cb), so adding a callback allocates nothing. A Callback is queued
+// on at most one fence at a time and may be reused once it has run or been removed.
+// Models struct dma_fence_cb.
+type Callback struct {
+	prev, next *Callback
+	fence      *Fence // the fence it is queued on; nil when not queued
+	fn         CallbackFunc
+}
+
+// A CallbackFunc runs when the fence signals, in the signalling goroutine, with the
+// fence's lock held (as in the kernel): it may signal other fences or add callbacks
+// to them, but must not call RemoveCallback, SetError, EnableSignaling or
+// SetDeadline on the fence that is calling it, and should be short.
+type CallbackFunc func(f *Fence, cb *Callback)
+
+func (cb *Callback) reset() { cb.prev, cb.next, cb.fence, cb.fn = nil, nil, nil, nil }
+
+// cbList is a FIFO of callbacks, linked through the entries themselves.
+type cbList struct{ head, tail *Callback }
+
+func (l *cbList) empty() bool { return l.head == nil }
+
+func (l *cbList) push(cb *Callback) {
+	cb.prev, cb.next = l.tail, nil
+	if l.tail == nil {
+		l.head = cb
+	} else {
+		l.tail.next = cb
+	}
+	l.tail = cb
+}
+
+func (l *cbList) remove(cb *Callback) {
+	if cb.prev == nil {
+		l.head = cb.next
+	} else {
+		cb.prev.next = cb.next
+	}
+	if cb.next == nil {
+		l.tail = cb.prev
+	} else {
+		cb.next.prev = cb.prev
+	}
+}
+
+// take empties the list and returns its first entry; the rest follow through next.
+func (l *cbList) take() *Callback {
+	h := l.head
+	l.head, l.tail = nil, nil
+	return h
+}
+
+// AddCallback queues fn to run when f signals; callbacks run in the order they
+// were added. If f has already signalled it returns ErrSignaled and fn is not run
+// (the kernel's -ENOENT): the caller handles the completed case itself. A nil cb or
+// fn, or a cb already queued, returns an error wrapping ErrInvalid; a long-running
+// fence returns ErrLongRunning (see AddCallbackUnbounded). Adding a callback enables
+// signalling. Models dma_fence_add_callback().
+func (f *Fence) AddCallback(cb *Callback, fn CallbackFunc) error {
+	if f != nil && f.ctx.lr {
+		return ErrLongRunning
+	}
+	return f.addCallback(cb, fn)
+}
+
+// AddCallbackUnbounded is AddCallback for any fence, long-running ones included.
+// Calling it is the caller's statement that fn may never run, because a long-running
+// fence gives no bound on when, or whether, it signals; the code that waits for fn
+// must not be on a path that memory management or a dma fence depends on. Models
+// the explicit opt-in of the 2023 long-running fence RFC.
+func (f *Fence) AddCallbackUnbounded(cb *Callback, fn CallbackFunc) error {
+	return f.addCallback(cb, fn)
+}
+
+func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
+	if f == nil || cb == nil || fn == nil {
+		return ErrInvalid
+	}
+	if f.signaled() {
+		return ErrSignaled
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cb.fence != nil {
+		return errCallbackUse
+	}
+	if !f.enableLocked() {
+		return ErrSignaled
+	}
+	cb.fence, cb.fn = f, fn
+	f.cbs.push(cb)
+	if f.leak != nil {
+		f.leak.pending.Add(1)
+	}
+	return nil
+}
+
+// RemoveCallback dequeues cb from f. It returns true if cb was still queued (it
+// will not run), false if it already ran, was never added, or f has signalled.
+// Models dma_fence_remove_callback().
+func (f *Fence) RemoveCallback(cb *Callback) bool {
+	if cb == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cb.fence != f {
+		return false
+	}
+	f.cbs.remove(cb)
+	cb.reset()
+	if f.leak != nil {
+		f.leak.pending.Add(-1)
+	}
+	return true
+}

@@ -1,0 +1,124 @@
+package fence
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/gpusync/gpusync/lockdep"
+)
+
+// contextCounter hands out fence contexts. It starts at 1: context 0 belongs to the
+// stub fences.
+var contextCounter atomic.Uint64
+
+func init() { contextCounter.Store(1) }
+
+// AllocContexts reserves n consecutive fence context ids and returns the first.
+// Models dma_fence_context_alloc(). n == 0 is allowed (the kernel warns) and
+// reserves nothing.
+func AllocContexts(n uint64) uint64 { return contextCounter.Add(n) - n }
+
+// Ops are a driver's optional hooks, called by the fence core. Models struct
+// dma_fence_ops; every hook may be nil.
+type Ops struct {
+	// EnableSignaling is called once, the first time someone needs the fence to
+	// signal on its own (a callback, a wait, EnableSignaling), with the fence's lock
+	// held. Returning false means the fence has already completed: it is signalled
+	// at once (set an error first if it failed).
+	EnableSignaling func(f *Fence) bool
+	// Signaled polls the hardware: true means the fence has completed, and
+	// IsSignaled then signals it.
+	Signaled func(f *Fence) bool
+	// SetDeadline passes on a hint that the fence is wanted by t.
+	SetDeadline func(f *Fence, t time.Time)
+	// Release runs when the last reference (see Put) is dropped.
+	Release func(f *Fence)
+}
+
+// A Context is a fence timeline: fences on one context signal in seqno order, so a
+// later seqno implies the earlier ones. Models a dma_fence context (an id from
+// dma_fence_context_alloc) together with what the kernel repeats in every fence of
+// it: the driver and timeline names, the ops, and the seqno comparison mode.
+//
+// Not to be confused with context.Context, which this package's waits also take.
+type Context struct {
+	id       uint64
+	driver   string
+	timeline string
+	ops      *Ops
+	checker  *lockdep.Checker
+	seqno64  bool
+	lr       bool
+	leaks    bool
+	next     atomic.Uint64 // last seqno handed out by Next
+}
+
+// A ContextOption configures NewContext.
+type ContextOption func(*Context)
+
+// WithOps sets the driver hooks of every fence of the context.
+func WithOps(ops *Ops) ContextOption { return func(c *Context) { c.ops = ops } }
+
+// WithChecker sends the context's lockdep annotations (waits, signalling sections,
+// leaks) to c instead of lockdep.Default.
+func WithChecker(c *lockdep.Checker) ContextOption {
+	return func(x *Context) { x.checker = c }
+}
+
+// Seqno64 compares seqnos as plain 64-bit numbers. Without it they compare as the
+// kernel's dma_fence_init fences do: wrap-aware, on the low 32 bits. Models
+// dma_fence_init64().
+func Seqno64() ContextOption { return func(c *Context) { c.seqno64 = true } }
+
+// LongRunning makes every fence of the context a long-running (LR) fence: one
+// that may take unbounded time. LR fences can be waited on (lockdep checks the
+// wait), take callbacks only through AddCallbackUnbounded, and are refused by
+// reservation objects. The kernel has no such kind; see lockdep's package comment.
+func LongRunning() ContextOption { return func(c *Context) { c.lr = true } }
+
+// LeakCheck makes the garbage collector report, through lockdep (KindFenceLeak), a
+// fence of this context that becomes unreachable while unsignalled with waiters or
+// callbacks pending: they would never run. After the Rust DMA-fence abstraction's
+// signal-on-drop. Off by default; off, it costs nothing.
+func LeakCheck() ContextOption { return func(c *Context) { c.leaks = true } }
+
+// NewContext allocates a fence context with the given driver and timeline names.
+func NewContext(driver, timeline string, opts ...ContextOption) *Context {
+	c := &Context{id: AllocContexts(1), driver: driver, timeline: timeline}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// ID returns the context id.
+func (c *Context) ID() uint64 { return c.id }
+
+// Driver returns the driver name. Models ops->get_driver_name().
+func (c *Context) Driver() string { return c.driver }
+
+// Timeline returns the timeline name. Models ops->get_timeline_name().
+func (c *Context) Timeline() string { return c.timeline }
+
+// Checker returns the lockdep checker the context reports to.
+func (c *Context) Checker() *lockdep.Checker {
+	if c.checker != nil {
+		return c.checker
+	}
+	return lockdep.Default
+}
+
+// New returns an unsignalled fence on c with the given seqno. Models
+// dma_fence_init().
+func (c *Context) New(seqno uint64) *Fence {
+	f := &Fence{ctx: c, seqno: seqno, ops: c.ops}
+	f.refs.Store(1)
+	if c.leaks {
+		f.watchLeaks()
+	}
+	return f
+}
+
+// Next returns an unsignalled fence on c with the seqno after the last one Next
+// returned (1 for the first).
+func (c *Context) Next() *Fence { return c.New(c.next.Add(1)) }

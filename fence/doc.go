@@ -1,0 +1,53 @@
+// Package fence models the kernel's dma_fence: a one-shot completion event that GPU
+// work signals when it finishes, and that everyone else (other engines, the CPU,
+// memory management, the display) waits on or attaches callbacks to. It also models
+// the fence containers: Array (dma_fence_array), Chain (dma_fence_chain, a timeline
+// point), Unwrap and Merge (dma_fence_unwrap), and a software Timeline (sw_sync).
+//
+// # Lifecycle
+//
+//	ctx := fence.NewContext("mydrv", "gfx-ring")  // a timeline: dma_fence_context_alloc
+//	f := ctx.Next()                                // published to others: unsignalled
+//	f.AddCallback(&cb, fn)                         // or f.Wait(ctx), f.Done()
+//	f.SetError(err)                                // optional, before signalling
+//	f.Signal()                                     // once; waiters wake, then callbacks run in order
+//
+// Fences on one context signal in seqno order, so the later of two fences implies
+// the earlier (IsLater, Later; 32-bit wrap-aware seqnos unless Seqno64).
+//
+// # The fence rules (Documentation/driver-api/dma-buf.rst) and how gpusync enforces them
+//
+//   - A fence completes in bounded time. Work that can hang is backed by a timeout
+//     that signals its fence with an error (the scheduler's TDR does this). Work that
+//     cannot promise a bound uses a long-running fence (LongRunning), which is a
+//     different kind: reservation objects refuse it, callbacks on it need
+//     AddCallbackUnbounded, and lockdep checks every wait on it.
+//   - From the moment a fence is visible to others until it is signalled, the code is
+//     a signalling critical section. It must not take a lock that someone holds while
+//     waiting on a fence, and must not allocate memory in a way that can enter
+//     reclaim, because reclaim waits on fences. Signal is annotated as such a section
+//     (lockdep.BeginSignalling); a driver annotates the whole completion path. Every
+//     Wait is annotated as dma_fence_wait is (lockdep.MightWaitFence), so lockdep sees
+//     both halves of such a deadlock the first time they happen, not when they collide.
+//   - A fence that is dropped unsignalled leaves its waiters hanging. Put of the
+//     last reference signals it with ErrDeadlock, as the kernel does, and LeakCheck
+//     asks the garbage collector to report one that is simply forgotten.
+//
+// # Callbacks
+//
+// Callbacks run exactly once, in the goroutine that signals, after the goroutines
+// blocked in Wait have been woken, in the order they were added. As in the kernel
+// they run with the fence's lock held: a callback may signal other fences and add
+// callbacks to them, but must not remove callbacks from, set the error of, or enable
+// signalling on the fence that is calling it. A Callback is caller-owned memory
+// (embed it), so queueing one allocates nothing.
+//
+// # Differences from the kernel
+//
+// Memory is the garbage collector's: Get and Put exist for the Release hook and the
+// release-with-pending rule only. Timeouts are context deadlines and interruption is
+// cancellation: Wait returns ctx.Err() instead of a remaining-jiffies count, and a
+// wait that gives up changes nothing. Array and chain fences signal in the goroutine
+// that signalled their last input, where the kernel defers to irq_work. Each fence
+// has its own lock, where the kernel lets a timeline share one.
+package fence

@@ -1,0 +1,34 @@
+package fence
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrInvalid is a call the kernel would refuse with -EINVAL: a nil fence or
+	// callback, a fence signalled twice, an error set after signalling, an empty
+	// WaitAny. The fence is unchanged.
+	ErrInvalid = errors.New("fence: invalid argument")
+	// ErrSignaled is AddCallback's answer for a fence that has already signalled
+	// (the kernel's -ENOENT): the callback was not queued and will not run.
+	ErrSignaled = errors.New("fence: already signalled")
+	// ErrDeadlock is the error a fence gets when its last reference is dropped while
+	// it is unsignalled with callbacks pending: the kernel sets -EDEADLK and signals
+	// it, so waiters are not left hanging.
+	ErrDeadlock = errors.New("fence: released unsignalled with callbacks pending")
+	// ErrNoEntry is the error of every point still pending when its sw_sync
+	// timeline is closed (the kernel's -ENOENT).
+	ErrNoEntry = errors.New("fence: timeline closed before the point signalled")
+	// ErrLongRunning is AddCallback's answer for a long-running fence: such a
+	// callback may never run, so it needs the explicit AddCallbackUnbounded.
+	ErrLongRunning = errors.New("fence: callback on a long-running fence needs AddCallbackUnbounded")
+	// ErrNotYetAdded is Chain.FindSeqno's answer for a point beyond the head of
+	// the chain (the kernel's -EINVAL there).
+	ErrNotYetAdded = fmt.Errorf("%w: chain point not yet added", ErrInvalid)
+
+	errSignalTwice = fmt.Errorf("%w: fence already signalled", ErrInvalid)
+	errLateError   = fmt.Errorf("%w: error set after signalling", ErrInvalid)
+	errNilError    = fmt.Errorf("%w: SetError with a nil error", ErrInvalid)
+	errCallbackUse = fmt.Errorf("%w: callback already queued on a fence", ErrInvalid)
+)

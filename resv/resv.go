@@ -1,0 +1,315 @@
+package resv
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"math/bits"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/lockdep"
+)
+
+// An Object is a reservation object: the fences of a buffer, each with a usage, and
+// the ww lock that serialises changes to them. Implicit synchronisation is built on
+// it: a new writer waits for the fences a Read query returns (readers and writers), a
+// new reader for a Write query (writers), and eviction for everything (Bookkeep).
+// Models struct dma_resv.
+//
+// Writers (Reserve, AddFence, ReplaceFences, CopyFences) need the lock. Readers need
+// no lock: the fence list is published like an RCU pointer, and a lock-free reader
+// (Iter) sees one consistent list, restarting if the list was replaced under it.
+//
+// Slots are reserved before fences are added (Reserve, then AddFence) because the
+// add happens after the point of no return of a submission: the job is armed and its
+// fence must be published, so the add must not fail or allocate. The reservation
+// lapses at Unlock, as with CONFIG_DEBUG_MUTEXES in the kernel, so every add is
+// preceded by a reserve in the same critical section.
+//
+// Use NewObject; an Object must not be copied.
+type Object struct {
+	lock    *WWMutex
+	checker *lockdep.Checker
+	list    atomic.Pointer[fenceList] // replaced only by Reserve and CopyFences, under lock
+	max     int                       // guarded by lock: slots usable by AddFence
+}
+
+// fenceList is one published list. Slots at index < num are valid and each is
+// replaced atomically as a whole; num only grows, after the slot is written.
+type fenceList struct {
+	slots []atomic.Pointer[slot] // capacity of the list
+	num   atomic.Int32
+}
+
+type slot struct {
+	f     *fence.Fence
+	usage Usage
+}
+
+// NewObject returns an unlocked reservation object with no fences, reporting to
+// checker (nil: lockdep.Default). Models dma_resv_init().
+func NewObject(checker *lockdep.Checker) *Object {
+	o := &Object{lock: NewWWMutex(ReservationClass, checker), checker: checker}
+	o.list.Store(&fenceList{})
+	return o
+}
+
+func (o *Object) lockdep() *lockdep.Checker {
+	if o.checker != nil {
+		return o.checker
+	}
+	return lockdep.Default
+}
+
+// Lock locks o in acquire context a (nil: a single object, no deadlock avoidance).
+// Returns as WWMutex.Lock does. Models dma_resv_lock_interruptible().
+func (o *Object) Lock(ctx context.Context, a *AcquireCtx) error { return o.lock.Lock(ctx, a) }
+
+// LockSlow locks o after a back-off. Models dma_resv_lock_slow_interruptible().
+func (o *Object) LockSlow(ctx context.Context, a *AcquireCtx) error {
+	return o.lock.LockSlow(ctx, a)
+}
+
+// TryLock locks o without an acquire context if it is free. Models
+// dma_resv_trylock().
+func (o *Object) TryLock() bool { return o.lock.TryLock(nil) }
+
+// Unlock unlocks o. Unused fence slots lapse. Models dma_resv_unlock().
+func (o *Object) Unlock() {
+	o.max = int(o.list.Load().num.Load())
+	o.lock.Unlock()
+}
+
+// IsLocked reports whether anyone holds o's lock. Models dma_resv_is_locked().
+func (o *Object) IsLocked() bool { return o.lock.IsLocked() }
+
+// LockingCtx returns the acquire context holding o, if any. Models
+// dma_resv_locking_ctx().
+func (o *Object) LockingCtx() *AcquireCtx { return o.lock.Owner() }
+
+// AssertHeld reports to lockdep unless the calling goroutine holds o. Models
+// dma_resv_assert_held().
+func (o *Object) AssertHeld() { o.lock.dep.AssertHeld() }
+
+// WWMutex returns o's lock, for code that locks it with other ww mutexes.
+func (o *Object) WWMutex() *WWMutex { return o.lock }
+
+// held checks that o is locked (and tells lockdep to check it is locked by us).
+func (o *Object) held() error {
+	if !o.lock.IsLocked() {
+		return ErrNotLocked
+	}
+	o.AssertHeld()
+	return nil
+}
+
+// Reserve makes room for n more AddFence calls that append, so that they cannot
+// fail. The lock must be held. n == 0 is an error wrapping ErrInvalid. A new list
+// drops the entries whose fences have signalled. Models dma_resv_reserve_fences().
+func (o *Object) Reserve(n int) error {
+	if err := o.held(); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return fmt.Errorf("%w: reserve %d fence slots", ErrInvalid, n)
+	}
+	old := o.list.Load()
+	num := int(old.num.Load())
+	if o.max > 0 && num+n <= o.max {
+		return nil
+	}
+	if num+n <= len(old.slots) {
+		o.max = num + n
+		return nil
+	}
+	size := max(4, 1<<bits.Len(uint(n-1)))
+	if len(old.slots) > 0 {
+		size = max(num+n, 2*len(old.slots))
+	}
+	nl := &fenceList{slots: make([]atomic.Pointer[slot], size)}
+	j := 0
+	for i := range num {
+		s := old.slots[i].Load()
+		if s.f.IsSignaled() {
+			continue
+		}
+		nl.slots[j].Store(s)
+		j++
+	}
+	nl.num.Store(int32(j))
+	o.list.Store(nl)
+	o.max = j + n
+	return nil
+}
+
+// AddFence adds f with usage u. If an entry of the same context with an equal or
+// weaker usage holds an older fence, or any entry's fence has signalled, f takes
+// that slot; otherwise it needs a slot reserved with Reserve (else ErrNoSlot). The
+// lock must be held. A long-running fence is refused (ErrLongRunning, reported to
+// lockdep), as is a container (ErrContainer); on any error o is unchanged. Models
+// dma_resv_add_fence().
+func (o *Object) AddFence(f *fence.Fence, u Usage) error {
+	if err := o.held(); err != nil {
+		return err
+	}
+	if err := o.acceptable(f, u); err != nil {
+		return err
+	}
+	l := o.list.Load()
+	num := int(l.num.Load())
+	for i := range num {
+		old := l.slots[i].Load()
+		sameCtx := old.f.Context().ID() == f.Context().ID()
+		if (sameCtx && old.usage >= u && fence.IsLaterOrSame(f, old.f)) || old.f.IsSignaled() {
+			l.slots[i].Store(&slot{f: f, usage: u})
+			return nil
+		}
+	}
+	if num >= o.max || num >= len(l.slots) {
+		return ErrNoSlot
+	}
+	l.slots[num].Store(&slot{f: f, usage: u})
+	l.num.Store(int32(num + 1))
+	return nil
+}
+
+func (o *Object) acceptable(f *fence.Fence, u Usage) error {
+	switch {
+	case f == nil || u > Bookkeep:
+		return ErrInvalid
+	case f.IsLongRunning():
+		o.lockdep().LongRunningInReservation(f.Describe())
+		return ErrLongRunning
+	case fence.AsArray(f) != nil || fence.AsChain(f) != nil:
+		return ErrContainer
+	}
+	return nil
+}
+
+// ReplaceFences replaces every fence of context ctxID with replacement, now of
+// usage u (which may be stronger or weaker). It needs no reservation. The lock must
+// be held. Models dma_resv_replace_fences().
+func (o *Object) ReplaceFences(ctxID uint64, replacement *fence.Fence, u Usage) error {
+	if err := o.held(); err != nil {
+		return err
+	}
+	if err := o.acceptable(replacement, u); err != nil {
+		return err
+	}
+	l := o.list.Load()
+	for i := range int(l.num.Load()) {
+		if l.slots[i].Load().f.Context().ID() == ctxID {
+			l.slots[i].Store(&slot{f: replacement, usage: u})
+		}
+	}
+	return nil
+}
+
+// Fences yields, in slot order, every fence with usage u or stronger, signalled ones
+// included, with its usage. The lock must be held for the whole iteration. Models
+// dma_resv_for_each_fence().
+func (o *Object) Fences(u Usage) iter.Seq2[*fence.Fence, Usage] {
+	return func(yield func(*fence.Fence, Usage) bool) {
+		if o.held() != nil {
+			return
+		}
+		l := o.list.Load()
+		for i := range int(l.num.Load()) {
+			s := l.slots[i].Load()
+			if s.usage <= u && !yield(s.f, s.usage) {
+				return
+			}
+		}
+	}
+}
+
+// GetFences returns the unsignalled fences with usage u or stronger, without the
+// lock. Models dma_resv_get_fences().
+func (o *Object) GetFences(u Usage) []*fence.Fence {
+	var out []*fence.Fence
+	it := o.Iter(u)
+	for f := it.Next(); f != nil; f = it.Next() {
+		if it.IsRestarted() {
+			out = out[:0] // a partial result from a replaced list is void
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// GetSingleton returns one fence for all the unsignalled fences of usage u or
+// stronger: nil for none, the fence for one, an array for several. Models
+// dma_resv_get_singleton().
+func (o *Object) GetSingleton(u Usage) *fence.Fence {
+	fs := o.GetFences(u)
+	switch len(fs) {
+	case 0:
+		return nil
+	case 1:
+		return fs[0]
+	}
+	return &fence.NewArray(fs, fence.AllocContexts(1), 1, false).Fence
+}
+
+// CopyFences replaces dst's fences with src's unsignalled ones, usages kept. dst must
+// be locked; src is read without its lock. Models dma_resv_copy_fences().
+func CopyFences(dst, src *Object) error {
+	if err := dst.held(); err != nil {
+		return err
+	}
+	var got []slot
+	it := src.Iter(Bookkeep)
+	for f := it.Next(); f != nil; f = it.Next() {
+		if it.IsRestarted() {
+			got = got[:0]
+		}
+		got = append(got, slot{f: f, usage: it.Usage()})
+	}
+	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(got))}
+	for i := range got {
+		nl.slots[i].Store(&got[i])
+	}
+	nl.num.Store(int32(len(got)))
+	dst.list.Store(nl)
+	dst.max = len(got)
+	return nil
+}
+
+// Wait waits for every fence of usage u or stronger, or until ctx ends (ctx.Err()).
+// The lock is not needed. Models dma_resv_wait_timeout().
+func (o *Object) Wait(ctx context.Context, u Usage) error {
+	for _, f := range o.GetFences(u) {
+		if err := f.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestSignaled reports whether every fence of usage u or stronger has signalled.
+// Models dma_resv_test_signaled().
+func (o *Object) TestSignaled(u Usage) bool {
+	it := o.Iter(u)
+	return it.Next() == nil
+}
+
+// SetDeadline passes the deadline hint to every unsignalled fence of usage u or
+// stronger. Models dma_resv_set_deadline().
+func (o *Object) SetDeadline(u Usage, t time.Time) {
+	for _, f := range o.GetFences(u) {
+		f.SetDeadline(t)
+	}
+}
+
+// Describe lists the fences of usage Read or stronger, one per line, as
+// dma_resv_describe() does for debugfs. The lock must be held.
+func (o *Object) Describe() string {
+	var b strings.Builder
+	for f, u := range o.Fences(Read) {
+		fmt.Fprintf(&b, "\t%s fence: %s\n", u, f.Describe())
+	}
+	return b.String()
+}

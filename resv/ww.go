@@ -1,0 +1,456 @@
+package resv
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gpusync/gpusync/lockdep"
+)
+
+// Algorithm is how a ww class resolves a conflict between two acquire contexts.
+type Algorithm uint8
+
+const (
+	// WaitDie: a younger context that would wait on an older one dies (backs off) at
+	// once. Fewer wake-ups; reservation_ww_class uses it. DEFINE_WD_CLASS.
+	WaitDie Algorithm = iota
+	// WoundWait: an older context that would wait on a younger one wounds it; the
+	// younger backs off at its next contended lock. Fewer back-offs. DEFINE_WW_CLASS.
+	WoundWait
+)
+
+func (a Algorithm) String() string {
+	if a == WoundWait {
+		return "wound-wait"
+	}
+	return "wait-die"
+}
+
+// A WWClass is a class of wound/wait mutexes: they are locked together in acquire
+// contexts of the same class, which carry stamps from the class's counter. Models
+// struct ww_class (DEFINE_WD_CLASS / DEFINE_WW_CLASS), with its two lockdep classes.
+type WWClass struct {
+	name    string
+	alg     Algorithm
+	stamp   atomic.Uint64
+	acquire *lockdep.Class // "<name>_acquire"
+	mutex   *lockdep.Class // "<name>_mutex"
+}
+
+// NewWWClass returns a ww class using alg. flags go to the mutex lockdep class (mark
+// buffer-object locks lockdep.MM).
+func NewWWClass(name string, alg Algorithm, flags ...lockdep.ClassFlag) *WWClass {
+	return &WWClass{
+		name: name, alg: alg,
+		acquire: lockdep.NewClass(name+"_acquire"),
+		mutex:   lockdep.NewClass(name+"_mutex", flags...),
+	}
+}
+
+// ReservationClass is reservation_ww_class, the class of every reservation
+// object's lock: wait-die, with lockdep's Reservation classes, which Prime orders.
+var ReservationClass = &WWClass{
+	name: "reservation_ww_class", alg: WaitDie,
+	acquire: lockdep.ReservationAcquire,
+	mutex:   lockdep.Reservation,
+}
+
+// Name returns the class name.
+func (c *WWClass) Name() string { return c.name }
+
+// Algorithm returns the class's algorithm.
+func (c *WWClass) Algorithm() Algorithm { return c.alg }
+
+// An AcquireCtx is one locking transaction over many ww mutexes of a class. Its stamp
+// (smaller is older) decides who backs off; it keeps the stamp across back-offs, so
+// a retried transaction ages and eventually wins. Models struct ww_acquire_ctx.
+//
+// An AcquireCtx belongs to the goroutine that made it: lockdep holds it as a lock of
+// that goroutine from NewAcquireCtx to Fini. It must not be copied.
+type AcquireCtx struct {
+	class    *WWClass
+	stamp    uint64
+	dep      lockdep.Map
+	wound    chan struct{} // buffered(1): a wound or a wait-die "die" nudge
+	acquired atomic.Int32  // locks held in this context
+	wounded  atomic.Bool
+	done     bool // AcquireDone called
+	finished bool // Fini called
+	retries  atomic.Int64
+}
+
+// NewAcquireCtx begins a transaction on class c, reporting to checker (nil: the
+// default). Models ww_acquire_init().
+func NewAcquireCtx(c *WWClass, checker *lockdep.Checker) *AcquireCtx {
+	a := &AcquireCtx{class: c, stamp: c.stamp.Add(1), wound: make(chan struct{}, 1)}
+	a.dep = lockdep.Map{Class: c.acquire, Checker: checker}
+	a.dep.Acquire(lockdep.Exclusive)
+	return a
+}
+
+// Stamp returns the context's ticket: smaller is older and wins conflicts.
+func (a *AcquireCtx) Stamp() uint64 { return a.stamp }
+
+// Acquired returns how many locks the context holds.
+func (a *AcquireCtx) Acquired() int { return int(a.acquired.Load()) }
+
+// Retries returns how many times a lock in this context returned ErrDeadlock.
+func (a *AcquireCtx) Retries() int64 { return a.retries.Load() }
+
+// AcquireDone marks the end of the locking phase: no more locks will be taken.
+// Models ww_acquire_done(); it documents intent and lets Lock refuse late locks.
+func (a *AcquireCtx) AcquireDone() { a.done = true }
+
+// Fini ends the transaction. Every lock must have been unlocked first; if not, Fini
+// returns an error wrapping ErrInvalid and leaves the context as it was. Models
+// ww_acquire_fini().
+func (a *AcquireCtx) Fini() error {
+	if a.finished {
+		return errCtxDone
+	}
+	if a.acquired.Load() != 0 {
+		return ErrInvalid
+	}
+	a.finished = true
+	a.dep.Release()
+	return nil
+}
+
+// youngerThan reports whether a is younger than b (__ww_ctx_less).
+func (a *AcquireCtx) youngerThan(b *AcquireCtx) bool { return int64(a.stamp-b.stamp) > 0 }
+
+// nudge wakes a's goroutine if it is waiting for a lock, so that it re-checks
+// whether it must back off.
+func (a *AcquireCtx) nudge() {
+	select {
+	case a.wound <- struct{}{}:
+	default:
+	}
+}
+
+// A WWMutex is a wound/wait mutex: a mutex that many can lock in any order inside
+// acquire contexts, because a conflict makes one of them back off instead of
+// deadlocking. Models struct ww_mutex. Use NewWWMutex; it must not be copied.
+//
+// Invariants (under mu): locked is true while someone holds it; owner is the
+// holder's context, or nil for a context-less lock; waiters are context waiters in
+// stamp order, oldest first, with context-less waiters in arrival order that no later
+// context waiter overtakes. Unlock hands the lock to the first waiter.
+type WWMutex struct {
+	class *WWClass
+	dep   lockdep.Map
+
+	mu      sync.Mutex
+	locked  bool
+	owner   *AcquireCtx
+	waiters []*wwWaiter
+}
+
+type wwWaiter struct {
+	ctx     *AcquireCtx   // nil for a context-less waiter
+	grant   chan struct{} // closed when the lock is handed over
+	nudge   chan struct{} // buffered(1): re-check whether to die
+	granted bool          // under mu
+}
+
+// NewWWMutex returns an unlocked ww mutex of class c that reports to checker (nil: the
+// default). Models ww_mutex_init().
+func NewWWMutex(c *WWClass, checker *lockdep.Checker) *WWMutex {
+	return &WWMutex{class: c, dep: lockdep.Map{Class: c.mutex, Checker: checker}}
+}
+
+// Class returns the mutex's ww class.
+func (m *WWMutex) Class() *WWClass { return m.class }
+
+// IsLocked reports whether anyone holds m. Models ww_mutex_is_locked().
+func (m *WWMutex) IsLocked() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.locked
+}
+
+// Owner returns the acquire context holding m, or nil (unlocked, or held without
+// a context). Models the ww_mutex ctx field / dma_resv_locking_ctx().
+func (m *WWMutex) Owner() *AcquireCtx {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.owner
+}
+
+// Lock locks m in the acquire context a, blocking until it is free, and returns:
+// nil; ErrAlready if a already holds m; ErrDeadlock if a must back off (see
+// LockSlow); or ctx.Err() if ctx ends first. A nil a locks m as a plain mutex,
+// without deadlock avoidance. On any error nothing is held. Models
+// ww_mutex_lock_interruptible() (ww_mutex_lock with context.Background()).
+func (m *WWMutex) Lock(ctx context.Context, a *AcquireCtx) error {
+	return m.lock(ctx, a, false)
+}
+
+// LockSlow locks m after a back-off: a holds no other lock, so it cannot be told to
+// back off and simply waits its turn (or ctx ends). Models
+// ww_mutex_lock_slow_interruptible().
+func (m *WWMutex) LockSlow(ctx context.Context, a *AcquireCtx) error {
+	if a != nil && a.acquired.Load() != 0 {
+		return errSlowHeld
+	}
+	return m.lock(ctx, a, true)
+}
+
+func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
+	if a != nil {
+		switch {
+		case a.finished:
+			return errCtxDone
+		case a.class != m.class:
+			return errCtxClass
+		}
+	}
+	m.mu.Lock()
+	if a != nil && m.owner == a {
+		m.mu.Unlock()
+		return ErrAlready
+	}
+	m.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Annotate before blocking, so lockdep reports an inversion instead of hanging.
+	if a != nil {
+		m.dep.AcquireNest(lockdep.Exclusive, &a.dep)
+	} else {
+		m.dep.Acquire(lockdep.Exclusive)
+	}
+	if err := m.acquire(ctx, a, slow); err != nil {
+		m.dep.Release()
+		if err == ErrDeadlock {
+			a.retries.Add(1)
+		}
+		return err
+	}
+	return nil
+}
+
+// acquire is the state machine behind Lock: take the lock if it is free and nobody
+// waits, else queue and wait, re-checking the kill rules at every wake-up.
+func (m *WWMutex) acquire(ctx context.Context, a *AcquireCtx, slow bool) error {
+	m.mu.Lock()
+	if a != nil && a.acquired.Load() == 0 {
+		a.wounded.Store(false) // a fresh or backed-off transaction forgets old wounds
+	}
+	if !m.locked && len(m.waiters) == 0 {
+		m.take(a)
+		m.mu.Unlock()
+		return nil
+	}
+	w := &wwWaiter{ctx: a, grant: make(chan struct{}), nudge: make(chan struct{}, 1)}
+	pos := m.enqueue(w)
+	if !slow && m.mustBackOff(w, pos) {
+		m.dequeue(w)
+		m.mu.Unlock()
+		return ErrDeadlock
+	}
+	m.afterEnqueue(w, pos)
+	m.mu.Unlock()
+
+	var wound chan struct{}
+	if a != nil {
+		wound = a.wound
+	}
+	for {
+		select {
+		case <-w.grant:
+			return nil
+		case <-w.nudge:
+		case <-wound:
+		case <-ctx.Done():
+			m.mu.Lock()
+			if w.granted {
+				// Handed over as we gave up: pass it on, so giving up changes nothing.
+				m.release()
+			} else {
+				m.dequeue(w)
+			}
+			m.mu.Unlock()
+			return ctx.Err()
+		}
+		m.mu.Lock()
+		if w.granted {
+			m.mu.Unlock()
+			return nil
+		}
+		if !slow && m.mustBackOff(w, m.index(w)) {
+			m.dequeue(w)
+			m.mu.Unlock()
+			return ErrDeadlock
+		}
+		m.mu.Unlock()
+	}
+}
+
+// take makes a the holder. Called with mu held.
+func (m *WWMutex) take(a *AcquireCtx) {
+	m.locked, m.owner = true, a
+	if a == nil {
+		return
+	}
+	a.acquired.Add(1)
+	m.checkWaiters(a)
+}
+
+// checkWaiters applies the class's rule after a acquired m while others wait: under
+// wound-wait an older waiter wounds a; under wait-die younger waiters that hold
+// locks are nudged, so that they die. Models __ww_mutex_check_waiters().
+func (m *WWMutex) checkWaiters(a *AcquireCtx) {
+	for _, w := range m.waiters {
+		if w.ctx == nil {
+			continue
+		}
+		switch m.class.alg {
+		case WoundWait:
+			if a.acquired.Load() > 0 && a.youngerThan(w.ctx) {
+				a.wounded.Store(true)
+				a.nudge()
+				return
+			}
+		case WaitDie:
+			if w.ctx.youngerThan(a) && w.ctx.acquired.Load() > 0 {
+				w.poke()
+			}
+		}
+	}
+}
+
+func (w *wwWaiter) poke() {
+	select {
+	case w.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue inserts w: context waiters by stamp, never ahead of a context-less
+// waiter; context-less waiters at the tail. It returns w's position.
+func (m *WWMutex) enqueue(w *wwWaiter) int {
+	i := len(m.waiters)
+	if w.ctx != nil {
+		for i > 0 {
+			p := m.waiters[i-1]
+			if p.ctx == nil || w.ctx.youngerThan(p.ctx) {
+				break // stop behind a context-less or an older waiter
+			}
+			i--
+		}
+	}
+	m.waiters = append(m.waiters, nil)
+	copy(m.waiters[i+1:], m.waiters[i:])
+	m.waiters[i] = w
+	return i
+}
+
+func (m *WWMutex) index(w *wwWaiter) int {
+	for i, x := range m.waiters {
+		if x == w {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m *WWMutex) dequeue(w *wwWaiter) {
+	if i := m.index(w); i >= 0 {
+		m.waiters = append(m.waiters[:i], m.waiters[i+1:]...)
+	}
+}
+
+// mustBackOff is __ww_mutex_check_kill: a context that holds nothing never backs
+// off; under wound-wait one backs off once wounded; under wait-die one backs off if
+// the holder, or a context waiter queued ahead, is older.
+func (m *WWMutex) mustBackOff(w *wwWaiter, pos int) bool {
+	a := w.ctx
+	if a == nil || a.acquired.Load() == 0 {
+		return false
+	}
+	if m.class.alg == WoundWait {
+		return a.wounded.Load()
+	}
+	if m.owner != nil && a.youngerThan(m.owner) {
+		return true
+	}
+	for _, p := range m.waiters[:pos] {
+		if p.ctx != nil {
+			return true // queued ahead of us, hence older
+		}
+	}
+	return false
+}
+
+// afterEnqueue applies the rules for a new waiter: under wound-wait it wounds a
+// younger holder; under wait-die it nudges younger waiters behind it that hold locks.
+// Models __ww_mutex_add_waiter()'s checks.
+func (m *WWMutex) afterEnqueue(w *wwWaiter, pos int) {
+	if w.ctx == nil {
+		return
+	}
+	switch m.class.alg {
+	case WoundWait:
+		if o := m.owner; o != nil && o.youngerThan(w.ctx) && o.acquired.Load() > 0 {
+			o.wounded.Store(true)
+			o.nudge()
+		}
+	case WaitDie:
+		for _, p := range m.waiters[pos+1:] {
+			if p.ctx != nil && p.ctx.acquired.Load() > 0 {
+				p.poke()
+			}
+		}
+	}
+}
+
+// TryLock locks m if it is free, without waiting, and reports whether it did. In an
+// acquire context it never returns ErrAlready or ErrDeadlock: a lock the context
+// already holds just fails. Models ww_mutex_trylock().
+func (m *WWMutex) TryLock(a *AcquireCtx) bool {
+	if a != nil && (a.finished || a.class != m.class) {
+		return false
+	}
+	m.mu.Lock()
+	if a != nil && a.acquired.Load() == 0 {
+		a.wounded.Store(false)
+	}
+	if m.locked || len(m.waiters) > 0 {
+		m.mu.Unlock()
+		return false
+	}
+	m.take(a)
+	m.mu.Unlock()
+	m.dep.TryAcquired(lockdep.Exclusive) // a trylock orders nothing, nest or not
+	return true
+}
+
+// Unlock releases m and hands it to the first waiter. Unlocking an unlocked mutex
+// panics, as sync.Mutex's does (lockdep reports it first). Models ww_mutex_unlock().
+func (m *WWMutex) Unlock() {
+	m.dep.Release()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.locked {
+		panic("resv: unlock of unlocked ww mutex")
+	}
+	m.release()
+}
+
+// release drops the holder and hands the lock to the first waiter. Called with mu.
+func (m *WWMutex) release() {
+	if m.owner != nil {
+		m.owner.acquired.Add(-1)
+	}
+	m.locked, m.owner = false, nil
+	if len(m.waiters) == 0 {
+		return
+	}
+	w := m.waiters[0]
+	m.waiters = m.waiters[1:]
+	w.granted = true
+	m.take(w.ctx)
+	close(w.grant)
+}

@@ -50,6 +50,7 @@ type Context struct {
 	seqno64  bool
 	lr       bool
 	leaks    bool
+	idSet    bool
 	next     atomic.Uint64 // last seqno handed out by Next
 }
 
@@ -82,11 +83,19 @@ func LongRunning() ContextOption { return func(c *Context) { c.lr = true } }
 // signal-on-drop. Off by default; off, it costs nothing.
 func LeakCheck() ContextOption { return func(c *Context) { c.leaks = true } }
 
+// WithID gives the context an id the caller reserved with AllocContexts, instead
+// of allocating one; a scheduler entity reserves two ids and uses ctx for its
+// scheduled fences and ctx+1 for its finished fences.
+func WithID(id uint64) ContextOption { return func(c *Context) { c.id, c.idSet = id, true } }
+
 // NewContext allocates a fence context with the given driver and timeline names.
 func NewContext(driver, timeline string, opts ...ContextOption) *Context {
-	c := &Context{id: AllocContexts(1), driver: driver, timeline: timeline}
+	c := &Context{driver: driver, timeline: timeline}
 	for _, o := range opts {
 		o(c)
+	}
+	if !c.idSet {
+		c.id = AllocContexts(1)
 	}
 	return c
 }
@@ -116,6 +125,15 @@ func (c *Context) New(seqno uint64) *Fence {
 	if c.leaks {
 		f.watchLeaks()
 	}
+	return f
+}
+
+// NewWithData is New with a value for the driver, read back with Fence.Data: the
+// Go stand-in for embedding struct dma_fence in a driver's own fence and finding it
+// again with container_of.
+func (c *Context) NewWithData(seqno uint64, data any) *Fence {
+	f := c.New(seqno)
+	f.data = data
 	return f
 }
 

@@ -37,6 +37,7 @@ type Fence struct {
 	cbs  cbList        // guarded by mu; empty once signalled
 	done chan struct{} // guarded by mu; made by the first waiter, closed on signal
 	leak *leakState    // set at creation when the context checks for leaks
+	data any           // the driver's, from NewWithData; immutable
 }
 
 const (
@@ -51,6 +52,9 @@ func (f *Fence) Context() *Context { return f.ctx }
 
 // Seqno returns the fence's sequence number on its context.
 func (f *Fence) Seqno() uint64 { return f.seqno }
+
+// Data returns the value given to Context.NewWithData, or nil.
+func (f *Fence) Data() any { return f.data }
 
 // IsLongRunning reports whether f is a long-running fence (see LongRunning).
 func (f *Fence) IsLongRunning() bool { return f.ctx.lr }

@@ -96,7 +96,15 @@ func (c *Checker) validateSlow(stack []held, h *held, gid int64, p *pending) {
 	if tbl.contains(h.key) {
 		return
 	}
-	defer func() { c.chains.Store(tbl.insert(h.key)) }()
+	// Cache the chain only if it was clean: a reported chain must be checked
+	// again next time, so that ReportAll sees every occurrence (the default
+	// handler still gets it once, through the reported set).
+	nreps := len(p.reps)
+	defer func() {
+		if len(p.reps) == nreps {
+			c.chains.Store(tbl.insert(h.key))
+		}
+	}()
 
 	// check_deadlock: the same class already held.
 	nested := false

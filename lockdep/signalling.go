@@ -8,6 +8,7 @@ type Cookie struct {
 	kind  uint8
 	token uint64 // the outermost section's token
 	gid   int64
+	gen   uint64 // checker generation the section began in
 }
 
 const (
@@ -31,20 +32,21 @@ func (c *Checker) BeginSignalling() Cookie {
 	t := c.task()
 	if i := t.find(&c.fenceMap); i >= 0 && t.held[i].mode.isRead() {
 		t.sigNest++
-		return Cookie{kind: cookieNested, token: t.held[i].token, gid: t.id}
+		return Cookie{kind: cookieNested, token: t.held[i].token, gid: t.id, gen: t.gen}
 	}
-	gid := t.id
+	gid, gen := t.id, t.gen
 	c.idle(t)
 	tok := c.tokens.Add(1)
 	c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, tok)
-	return Cookie{kind: cookieOuter, token: tok, gid: gid}
+	return Cookie{kind: cookieOuter, token: tok, gid: gid, gen: gen}
 }
 
 // EndSignalling closes the section BeginSignalling opened. A cookie that matches no
 // open section of this goroutine (never begun, already ended, from another
 // goroutine, or an outer section ended before the sections nested in it) is
-// reported as KindBadSignalling and changes nothing. Models
-// dma_fence_end_signalling().
+// reported as KindBadSignalling and changes nothing. A section begun before a
+// Disable, Enable or Reset was forgotten with the held locks; ending it is not
+// reported. Models dma_fence_end_signalling().
 func (c *Checker) EndSignalling(ck Cookie) {
 	if ck.kind == cookieOff || !c.on.Load() {
 		return
@@ -58,8 +60,17 @@ func (c *Checker) EndSignalling(ck Cookie) {
 		why = "EndSignalling with a zero Cookie: no BeginSignalling returned it"
 	case ck.gid != t.id:
 		why = "EndSignalling on a goroutine other than the one that began the section"
+	case ck.gen != t.gen:
+		// The section began before a Disable, Enable or Reset, which forgot it: as
+		// with a lock taken then (see Enable), ending it is not reported.
+		c.idle(t)
+		return
 	case !open || t.held[i].token != ck.token:
 		why = "EndSignalling for a section that is not open (ended twice?)"
+	case ck.kind == cookieNested && t.sigNest == 0:
+		// Nested cookies of one section are alike; without this an extra end would
+		// drive the count negative and let the outer section end while nested.
+		why = "EndSignalling for a nested section that is not open (ended twice?)"
 	case ck.kind == cookieNested:
 		t.sigNest--
 		c.idle(t)
@@ -106,10 +117,9 @@ func (c *Checker) MightWaitFence() {
 	}
 	t := c.task()
 	i := t.find(&c.fenceMap)
-	var saved held
 	var p pending
 	if i >= 0 && t.held[i].mode.isRead() {
-		saved = t.held[i]
+		token, gen := t.held[i].token, t.gen
 		if c.strict.Load() {
 			r := c.newReport(KindFenceWaitInSignalling, t.held, t.id)
 			r.Detail = "A dma_fence wait inside a signalling section: the fence being waited on may\n" +
@@ -118,13 +128,17 @@ func (c *Checker) MightWaitFence() {
 		}
 		p2 := c.removeAt(t, i)
 		p.reps, p.keys = append(p.reps, p2.reps...), append(p.keys, p2.keys...)
+		// Put the section back as it was, innermost, even if a handler panics:
+		// the caller's EndSignalling must still find it. Not if a handler switched
+		// the checker off or reset it, which forgot the section.
+		defer func() {
+			if c.on.Load() && c.gen.Load() == gen {
+				c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, token)
+			}
+		}()
 	}
 	c.idle(t)
 	c.deliver(p.reps, p.keys)
 	c.acquire(&c.fenceMap, c.fenceMap.Class, Exclusive, 0, nil)
 	c.release(&c.fenceMap, c.fenceMap.Class)
-	if saved.m != nil {
-		// Put the section back as it was, innermost.
-		c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, saved.token)
-	}
 }

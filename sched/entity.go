@@ -1,0 +1,286 @@
+package sched
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpusync/gpusync/fence"
+)
+
+var entityIDs atomic.Uint64
+
+// An Entity is a queue of jobs from one client context for one kind of engine: its
+// jobs run in the order they were pushed, on one of its schedulers, and its fences
+// form one timeline. Models struct drm_sched_entity.
+//
+// Invariants: queue holds the pushed jobs not yet popped, in push order (guarded
+// by mu, with queued its length); once stopped (killed) it never runs a job again.
+// Lock order: Entity.mu, then Scheduler.mu; no fence method is called with either
+// held.
+type Entity struct {
+	id       uint64
+	schedCtx *fence.Context // scheduled fences (context ctx)
+	finCtx   *fence.Context // finished fences (context ctx+1)
+	guilty   atomic.Bool
+	queued   atomic.Int64
+
+	popMu sync.Mutex // held by the run worker while it pops and runs a job of this entity
+
+	mu            sync.Mutex
+	sched         *Scheduler
+	schedList     []*Scheduler // nil once pinned
+	priority      Priority
+	queue         []*Job
+	seq           uint64
+	stopped       bool
+	lastScheduled *fence.Fence   // finished fence of the last popped job
+	killTail      *fence.Fence   // after a kill: the finished fence the next killed job follows
+	changed       chan struct{}  // closed and replaced when the queue shrinks or the entity stops
+	waiting       bool           // guarded by sched.mu: a dependency callback is pending
+	depFence      *fence.Fence   // the pending dependency (run worker and its callback)
+	depCb         fence.Callback // one pending dependency at a time
+	rq            rqState        // guarded by sched.mu
+	stats         entityStats
+}
+
+// NewEntity returns an entity at priority p that runs its jobs on one of scheds,
+// chosen by load when the entity is idle (one scheduler: pinned, the 1:1 mode of
+// firmware-scheduled drivers). Models drm_sched_entity_init().
+func NewEntity(p Priority, scheds ...*Scheduler) (*Entity, error) {
+	if len(scheds) == 0 || scheds[0] == nil || p >= numPriorities {
+		return nil, fmt.Errorf("%w: an entity needs a scheduler and a valid priority", ErrInvalid)
+	}
+	ctx := fence.AllocContexts(2)
+	name := scheds[0].cfg.Name
+	chk := fence.WithChecker(scheds[0].checker)
+	e := &Entity{
+		id:       entityIDs.Add(1),
+		schedCtx: fence.NewContext("drm_sched", name, fence.WithID(ctx), chk),
+		finCtx:   fence.NewContext("drm_sched", name, fence.WithID(ctx+1), chk),
+		sched:    scheds[0],
+		priority: p,
+		changed:  make(chan struct{}),
+	}
+	e.rq.index = -1
+	e.rq.prio = p
+	if len(scheds) > 1 {
+		e.schedList = slices.Clone(scheds)
+	}
+	return e, nil
+}
+
+// NewEntity is the 1:1 shortcut: an entity pinned to s.
+func (s *Scheduler) NewEntity(p Priority) (*Entity, error) { return NewEntity(p, s) }
+
+// ID returns the entity's id, as events name it.
+func (e *Entity) ID() uint64 { return e.id }
+
+// FenceContext returns the context of the entity's scheduled fences; finished
+// fences use the next one.
+func (e *Entity) FenceContext() uint64 { return e.schedCtx.ID() }
+
+// Scheduler returns the scheduler the entity runs on now.
+func (e *Entity) Scheduler() *Scheduler {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sched
+}
+
+// Priority returns the entity's priority.
+func (e *Entity) Priority() Priority {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.priority
+}
+
+// SetPriority changes the entity's priority; queued jobs are picked by the new one.
+// Models drm_sched_entity_set_priority().
+func (e *Entity) SetPriority(p Priority) error {
+	if p >= numPriorities {
+		return fmt.Errorf("%w: priority %d", ErrInvalid, p)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.priority = p
+	s := e.sched
+	s.mu.Lock()
+	s.rq.setPriority(e, p)
+	s.mu.Unlock()
+	return nil
+}
+
+// SetGuilty marks the entity guilty: its later jobs complete with ErrCanceled
+// without reaching the hardware. Models the driver-owned guilty atomic.
+func (e *Entity) SetGuilty() { e.guilty.Store(true) }
+
+// IsGuilty reports whether the entity was blamed for a hang.
+func (e *Entity) IsGuilty() bool { return e.guilty.Load() }
+
+// Error returns the error of the entity's last scheduled job, or nil: drivers use
+// it to refuse new submissions after a failed job. Racy by design. Models
+// drm_sched_entity_error().
+func (e *Entity) Error() error {
+	e.mu.Lock()
+	f := e.lastScheduled
+	e.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f.Error()
+}
+
+func (e *Entity) peek() *Job {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.queue) == 0 {
+		return nil
+	}
+	return e.queue[0]
+}
+
+func (e *Entity) notifyLocked() {
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// selectScheduler moves an idle entity to the least loaded of its schedulers.
+// Models drm_sched_entity_select_rq(), called at arm.
+func (e *Entity) selectScheduler() {
+	e.mu.Lock()
+	list, last, cur := e.schedList, e.lastScheduled, e.sched
+	busy := len(e.queue) > 0
+	e.mu.Unlock()
+	if list == nil || busy || (last != nil && !last.IsSignaled()) {
+		return
+	}
+	best := list[0]
+	for _, s := range list[1:] {
+		if s.score.Load() < best.score.Load() {
+			best = s
+		}
+	}
+	if best == cur {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.queue) > 0 || e.stopped {
+		return
+	}
+	cur.mu.Lock()
+	cur.rq.remove(e)
+	cur.mu.Unlock()
+	e.sched = best
+}
+
+// Flush waits until the entity has no queued job (or was killed), or ctx ends.
+// Models drm_sched_entity_flush(); the kernel's "killed process" shortcut is Kill.
+func (e *Entity) Flush(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		if len(e.queue) == 0 || e.stopped {
+			e.mu.Unlock()
+			return nil
+		}
+		ch := e.changed
+		e.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Kill stops the entity: it leaves the run queue, and every job still queued
+// completes with ErrSearch without running, in push order, each after the job
+// before it and after its own dependencies. A later Push is refused (ErrKilled).
+// Models drm_sched_entity_kill() and drm_sched_entity_fini().
+func (e *Entity) Kill() {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return
+	}
+	e.stopped = true
+	s := e.sched
+	s.mu.Lock()
+	s.rq.remove(e)
+	s.mu.Unlock()
+	e.mu.Unlock()
+
+	e.popMu.Lock() // wait for the run worker to be done with this entity
+	e.mu.Lock()
+	jobs := e.queue
+	e.queue = nil
+	e.queued.Store(0)
+	prev := e.lastScheduled
+	e.notifyLocked()
+	e.mu.Unlock()
+	if d := e.depFence; d != nil {
+		d.RemoveCallback(&e.depCb)
+	}
+	e.popMu.Unlock()
+
+	s.score.Add(-int64(len(jobs)))
+	for _, j := range jobs {
+		prev = j.kill(prev)
+	}
+	e.mu.Lock()
+	e.killTail = prev
+	e.mu.Unlock()
+}
+
+// Destroy flushes the entity (waiting for its queue to drain, or until ctx ends)
+// and then kills it. It returns the flush's error. Models
+// drm_sched_entity_destroy().
+func (e *Entity) Destroy(ctx context.Context) error {
+	err := e.Flush(ctx)
+	e.Kill()
+	return err
+}
+
+// entityStats is the GPU time the entity used: the drm-engine-* keys of fdinfo.
+type entityStats struct {
+	mu      sync.Mutex
+	jobs    int64
+	errors  int64
+	runtime time.Duration
+	avgNs   int64
+}
+
+func (e *Entity) account(d time.Duration, err error) {
+	e.stats.mu.Lock()
+	defer e.stats.mu.Unlock()
+	e.stats.jobs++
+	if err != nil {
+		e.stats.errors++
+	}
+	e.stats.runtime += d
+	e.stats.avgNs = ewma(e.stats.avgNs, d.Nanoseconds())
+}
+
+// Stats is an entity's usage.
+type Stats struct {
+	Jobs    int64         // jobs completed and freed
+	Errors  int64         // of those, completed with an error
+	Runtime time.Duration // GPU time: finished minus start, summed
+}
+
+// Stats returns the entity's usage so far.
+func (e *Entity) Stats() Stats {
+	e.stats.mu.Lock()
+	defer e.stats.mu.Unlock()
+	return Stats{Jobs: e.stats.jobs, Errors: e.stats.errors, Runtime: e.stats.runtime}
+}
+
+// Fdinfo returns the entity's GPU time as the drm-engine key of
+// Documentation/gpu/drm-usage-stats.rst reports it: "drm-engine-<ring>:\t<ns> ns".
+func (e *Entity) Fdinfo() string {
+	st := e.Stats()
+	return fmt.Sprintf("drm-engine-%s:\t%d ns\n", e.Scheduler().Name(), st.Runtime.Nanoseconds())
+}

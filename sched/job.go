@@ -1,0 +1,396 @@
+package sched
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/resv"
+)
+
+// A Job is one submission: work for the hardware, with the fences it waits for
+// and the two fences it publishes. Models struct drm_sched_job with its
+// drm_sched_fence.
+//
+// Lifecycle: NewJob (fallible: validate, take dependencies), Arm (the point of no
+// return: the fences exist from here and may be published), Push (queued on the
+// entity), then the scheduler runs it once its dependencies signalled and credits
+// allow, its finished fence follows the hardware fence, and FreeJob releases it.
+// A job dropped before Arm must be released with Cleanup.
+type Job struct {
+	// Payload is the driver's data, for its hooks.
+	Payload any
+
+	entity   *Entity
+	sched    *Scheduler // set at Arm
+	credits  uint32
+	priority Priority
+	state    atomic.Uint32
+	seqno    uint64
+	deps     []*fence.Fence
+	depIdx   int // next dependency to look at (run worker only)
+
+	scheduled *fence.Fence // signalled when the job is handed to RunJob
+	finished  *fence.Fence // signalled when the job is done; carries its error
+	parent    *fence.Fence // the hardware fence (run worker; TDR when stopped)
+	hwCb      fence.Callback
+	done      atomic.Bool
+	detached  bool // Stop took the hardware callback off and returned the credits
+	karma     atomic.Int32
+
+	// DontPipeline stops a job on the same scheduler that depends on this one from
+	// waiting only for it to be scheduled (DRM_SCHED_FENCE_DONT_PIPELINE).
+	DontPipeline bool
+
+	submitTS time.Time // Push
+	startTS  time.Time // RunJob, or when the job ahead finished
+	tdrStart time.Time // guarded by sched.mu
+
+	killDeps []*fence.Fence
+	killIdx  int
+	killCb   fence.Callback
+}
+
+const (
+	jobInit uint32 = iota
+	jobArmed
+	jobPushed
+	jobCleaned
+)
+
+// NewJob makes a job of the given credits for entity e. Zero credits, or more than
+// the scheduler's limit, is an error wrapping ErrInvalid (the kernel clamps an
+// oversized job when it is picked; refusing it here names the bug where it is
+// made). Models drm_sched_job_init().
+func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
+	e.mu.Lock()
+	s, stopped := e.sched, e.stopped
+	e.mu.Unlock()
+	switch {
+	case s == nil:
+		return nil, ErrNoRunQueue
+	case stopped:
+		return nil, ErrKilled
+	case credits == 0:
+		return nil, errCreditsZero
+	case credits > s.cfg.CreditLimit:
+		return nil, fmt.Errorf("%w: %d credits above the limit of %d", ErrInvalid, credits, s.cfg.CreditLimit)
+	}
+	return &Job{Payload: payload, entity: e, credits: credits}, nil
+}
+
+// Entity returns the job's entity.
+func (j *Job) Entity() *Entity { return j.entity }
+
+// Scheduler returns the scheduler the job was armed on, or nil before Arm.
+func (j *Job) Scheduler() *Scheduler { return j.sched }
+
+// Credits returns the credits the job takes on the ring.
+func (j *Job) Credits() uint32 { return j.credits }
+
+// Seqno returns the job's seqno on its entity's timeline (0 before Arm).
+func (j *Job) Seqno() uint64 { return j.seqno }
+
+// Scheduled returns the fence that signals when the job reaches the hardware (nil
+// before Arm).
+func (j *Job) Scheduled() *fence.Fence { return j.scheduled }
+
+// Finished returns the fence that signals when the job is done, with its error: the
+// fence drivers publish (nil before Arm).
+func (j *Job) Finished() *fence.Fence { return j.finished }
+
+// Parent returns the hardware fence RunJob returned, or nil.
+func (j *Job) Parent() *fence.Fence { return j.parent }
+
+// Karma returns how often the job was blamed for a hang.
+func (j *Job) Karma() int { return int(j.karma.Load()) }
+
+// JobOf returns the job whose scheduled or finished fence f is, or nil. Models
+// to_drm_sched_fence().
+func JobOf(f *fence.Fence) *Job {
+	if f == nil {
+		return nil
+	}
+	j, _ := f.Data().(*Job)
+	return j
+}
+
+// AddDependency makes the job wait for f. Of several fences of one context only the
+// later is kept, so the list grows with the number of timelines, not of buffers. A
+// nil f is ignored. Only before Arm. Models drm_sched_job_add_dependency().
+func (j *Job) AddDependency(f *fence.Fence) error {
+	if j.state.Load() != jobInit {
+		return ErrState
+	}
+	if f == nil {
+		return nil
+	}
+	if f.IsLongRunning() {
+		return fmt.Errorf("%w: a job cannot depend on a long-running fence", ErrInvalid)
+	}
+	for i, d := range j.deps {
+		if d.Context().ID() != f.Context().ID() {
+			continue
+		}
+		if fence.IsLater(f, d) {
+			j.deps[i] = f
+		}
+		return nil
+	}
+	j.deps = append(j.deps, f)
+	return nil
+}
+
+// AddResvDependencies makes the job wait for every fence of o with usage u or
+// stronger. o must be locked. Models drm_sched_job_add_resv_dependencies().
+func (j *Job) AddResvDependencies(o *resv.Object, u resv.Usage) error {
+	if !o.IsLocked() {
+		return resv.ErrNotLocked
+	}
+	for f := range o.Fences(u) {
+		if err := j.AddDependency(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddImplicitDependencies adds what implicit synchronisation requires for a job
+// that reads (write false) or writes o: a reader waits for writers, a writer for
+// readers and writers. Call it after locking, before adding the job's own fence.
+// Models drm_sched_job_add_implicit_dependencies().
+func (j *Job) AddImplicitDependencies(o *resv.Object, write bool) error {
+	return j.AddResvDependencies(o, resv.UsageRW(write))
+}
+
+// Dependencies returns the fences the job waits for.
+func (j *Job) Dependencies() []*fence.Fence { return j.deps }
+
+// Cleanup releases a job that will not be armed. After Arm it is an error
+// (ErrState): an armed job must be pushed. Models drm_sched_job_cleanup() on the
+// abort path.
+func (j *Job) Cleanup() error {
+	if !j.state.CompareAndSwap(jobInit, jobCleaned) {
+		return ErrState
+	}
+	j.deps = nil
+	return nil
+}
+
+// Arm is the point of no return: it picks the scheduler (load balancing an idle
+// entity), gives the job the next seqno on its entity's timeline and creates its
+// scheduled and finished fences, which may be published from here on. The job must
+// then be pushed. Hold one lock across Arm and Push so that seqno order is queue
+// order. Models drm_sched_job_arm().
+func (j *Job) Arm() error {
+	if !j.state.CompareAndSwap(jobInit, jobArmed) {
+		return ErrState
+	}
+	e := j.entity
+	e.selectScheduler()
+	e.mu.Lock()
+	j.sched = e.sched
+	j.priority = e.priority
+	e.seq++
+	j.seqno = e.seq
+	e.mu.Unlock()
+	j.scheduled = e.schedCtx.NewWithData(j.seqno, j)
+	j.finished = e.finCtx.NewWithData(j.seqno, j)
+	return nil
+}
+
+// Push queues the armed job on its entity. If the entity was killed, or its
+// scheduler closed, the job is not run: its fences signal with ErrSearch after the
+// entity's earlier jobs, FreeJob releases it, and Push returns ErrKilled (or
+// ErrClosed). Models drm_sched_entity_push_job(), which has no error path and
+// leaves such a job for drm_sched_entity_fini to kill.
+func (j *Job) Push() error {
+	if !j.state.CompareAndSwap(jobArmed, jobPushed) {
+		return ErrState
+	}
+	e, s := j.entity, j.sched
+	j.submitTS = time.Now()
+	e.mu.Lock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if e.stopped || closed {
+		prev := e.killTail
+		if prev == nil {
+			prev = e.lastScheduled
+		}
+		e.mu.Unlock()
+		tail := j.kill(prev)
+		e.mu.Lock()
+		e.killTail = tail
+		e.mu.Unlock()
+		if closed && !e.stopped {
+			return ErrClosed
+		}
+		return ErrKilled
+	}
+	e.queue = append(e.queue, j)
+	first := e.queued.Add(1) == 1
+	if first {
+		s.mu.Lock()
+		if !e.waiting {
+			s.rq.add(e, j.submitTS.UnixNano(), e.avgNs(), s.avgJobNs)
+		}
+		s.mu.Unlock()
+	}
+	e.mu.Unlock()
+	s.score.Add(1)
+	s.trace(Event{Kind: EventQueued, Entity: e.id, Job: j.seqno, Credits: j.credits, Time: j.submitTS})
+	kick(s.runK)
+	return nil
+}
+
+func (e *Entity) avgNs() int64 {
+	e.stats.mu.Lock()
+	defer e.stats.mu.Unlock()
+	return e.stats.avgNs
+}
+
+// nextDependency returns the next fence the job waits for: its own dependencies in
+// order, then whatever PrepareJob hands back. Run worker only.
+func (j *Job) nextDependency(s *Scheduler) *fence.Fence {
+	if j.depIdx < len(j.deps) {
+		f := j.deps[j.depIdx]
+		j.depIdx++
+		return f
+	}
+	if s.cfg.Ops.PrepareJob != nil {
+		return s.cfg.Ops.PrepareJob(j, j.entity)
+	}
+	return nil
+}
+
+// popJob resolves the head job's dependencies and pops it, or returns nil if it
+// must wait for one (the entity then leaves the run queue until that fence
+// signals). Run worker only, with e.popMu held. Models drm_sched_entity_pop_job()
+// and drm_sched_entity_add_dependency_cb().
+func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
+	for {
+		dep := j.nextDependency(s)
+		if dep == nil {
+			break
+		}
+		if id := dep.Context().ID(); id == e.schedCtx.ID() || id == e.finCtx.ID() {
+			continue // the entity's own timeline: in order anyway
+		}
+		if dj := JobOf(dep); dj != nil && dep == dj.finished && dj.sched == s &&
+			dep.Error() == nil && !dj.DontPipeline {
+			// Same ring, executed in order: being submitted first is enough.
+			dep = dj.scheduled
+		}
+		if dep.IsSignaled() {
+			continue
+		}
+		s.trace(Event{Kind: EventDependency, Entity: e.id, Job: j.seqno,
+			DepContext: dep.Context().ID(), DepSeqno: dep.Seqno()})
+		s.mu.Lock()
+		e.waiting = true
+		s.rq.remove(e)
+		s.mu.Unlock()
+		e.depFence = dep
+		if dep.AddCallbackUnbounded(&e.depCb, e.dependencySignalled) == nil {
+			return nil
+		}
+		e.depFence = nil
+		s.mu.Lock()
+		e.waiting = false
+		s.requeue(e)
+		s.mu.Unlock()
+	}
+	if e.guilty.Load() {
+		_ = j.finished.SetError(ErrCanceled)
+	}
+	e.mu.Lock()
+	e.lastScheduled = j.finished
+	e.queue[0] = nil
+	e.queue = e.queue[1:]
+	e.queued.Add(-1)
+	e.notifyLocked()
+	var next *Job
+	if len(e.queue) > 0 {
+		next = e.queue[0]
+	}
+	e.mu.Unlock()
+	runtime := e.Stats().Runtime.Nanoseconds()
+	s.mu.Lock()
+	if next == nil && e.queued.Load() == 0 {
+		s.rq.remove(e)
+	} else {
+		var sub int64
+		if next != nil {
+			sub = next.submitTS.UnixNano()
+		}
+		s.rq.popped(e, runtime, sub)
+	}
+	s.mu.Unlock()
+	return j
+}
+
+// requeue puts e back on the run queue if it has work and may run. Called with
+// s.mu held.
+func (s *Scheduler) requeue(e *Entity) {
+	if e.queued.Load() > 0 && !e.waiting && !s.rq.has(e) {
+		s.rq.add(e, time.Now().UnixNano(), 0, s.avgJobNs)
+	}
+}
+
+// dependencySignalled is the entity's dependency callback: it runs in the
+// signalling goroutine and puts the entity back on its run queue. Models
+// drm_sched_entity_wakeup().
+func (e *Entity) dependencySignalled(*fence.Fence, *fence.Callback) {
+	e.mu.Lock()
+	s, stopped := e.sched, e.stopped
+	e.mu.Unlock()
+	s.mu.Lock()
+	e.waiting = false
+	if !stopped {
+		s.requeue(e)
+	}
+	s.mu.Unlock()
+	kick(s.runK)
+}
+
+// kill completes a job that will never run: after prev (the job before it) and
+// each of its own dependencies, its fences signal with ErrSearch and FreeJob
+// releases it. It returns the job's finished fence, for the next job to follow.
+// Everything happens in fence callbacks, so no goroutine is left waiting. Models
+// drm_sched_entity_kill_jobs_cb().
+func (j *Job) kill(prev *fence.Fence) *fence.Fence {
+	if prev != nil {
+		j.killDeps = append(j.killDeps, prev)
+	}
+	for _, d := range j.deps {
+		if dj := JobOf(d); dj != nil && d == dj.scheduled {
+			d = dj.finished // wait for the work, not just its submission
+		}
+		j.killDeps = append(j.killDeps, d)
+	}
+	j.killStep(nil, nil)
+	return j.finished
+}
+
+func (j *Job) killStep(*fence.Fence, *fence.Callback) {
+	for j.killIdx < len(j.killDeps) {
+		d := j.killDeps[j.killIdx]
+		j.killIdx++
+		if d.AddCallbackUnbounded(&j.killCb, j.killStep) == nil {
+			return
+		}
+	}
+	if !j.done.CompareAndSwap(false, true) {
+		return
+	}
+	s := j.sched
+	_ = j.scheduled.Signal()
+	_ = j.finished.SetError(ErrSearch)
+	_ = j.finished.Signal()
+	s.trace(Event{Kind: EventDone, Entity: j.entity.id, Job: j.seqno, Credits: j.credits, Err: ErrSearch})
+	j.entity.account(0, ErrSearch)
+	s.cfg.Ops.FreeJob(j)
+}

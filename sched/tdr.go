@@ -1,0 +1,234 @@
+package sched
+
+import (
+	"time"
+)
+
+// tdrWorker is the timeout worker: it sleeps until the job at the head of the
+// pending list has run for Timeout (counted from when it reached the hardware, or
+// from when the job ahead of it finished, whichever is later), or until Fault, and
+// then runs the timeout handler. Models work_tdr on timeout_wq.
+func (s *Scheduler) tdrWorker() error {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		s.mu.Lock()
+		at, armed := s.tdrDeadline()
+		s.mu.Unlock()
+		var fire <-chan time.Time
+		if armed {
+			t.Reset(time.Until(at))
+			fire = t.C
+		}
+		select {
+		case <-s.stop:
+			t.Stop()
+			return nil
+		case <-s.tdrK:
+			t.Stop()
+		case <-fire:
+			s.timedOut()
+		}
+	}
+}
+
+// tdrDeadline says when the timer should fire. Called with mu held.
+func (s *Scheduler) tdrDeadline() (time.Time, bool) {
+	if s.fault {
+		return time.Now(), true
+	}
+	if s.tdrOff || s.cfg.Timeout <= 0 || len(s.pending) == 0 {
+		return time.Time{}, false
+	}
+	return s.pending[0].tdrStart.Add(s.cfg.Timeout), true
+}
+
+// Fault fires the timeout handler now, for a driver that detected a hang itself.
+// Models drm_sched_fault().
+func (s *Scheduler) Fault() {
+	s.mu.Lock()
+	s.fault = true
+	s.mu.Unlock()
+	kick(s.tdrK)
+}
+
+// timedOut is drm_sched_job_timedout: take the head job off the pending list (so the
+// free worker cannot free it), ask the driver, and act on its answer.
+func (s *Scheduler) timedOut() {
+	s.mu.Lock()
+	s.fault = false
+	if len(s.pending) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	job := s.pending[0]
+	s.pending = s.pending[1:]
+	s.mu.Unlock()
+
+	cookie := s.checker.BeginSignalling()
+	status := s.cfg.Ops.TimedOutJob(job)
+	s.checker.EndSignalling(cookie)
+	s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, Job: job.seqno, Credits: job.credits, Status: status})
+
+	s.mu.Lock()
+	freeIt := s.freeGuilty
+	s.freeGuilty = false
+	if status == StatusNoHang {
+		s.pending = append([]*Job{job}, s.pending...)
+	}
+	if status == StatusDeviceGone {
+		s.tdrOff = true
+	} else if len(s.pending) > 0 {
+		s.pending[0].tdrStart = time.Now() // re-armed for a full timeout
+	}
+	s.mu.Unlock()
+	if freeIt {
+		s.cfg.Ops.FreeJob(job)
+	}
+	if status == StatusNoHang {
+		kick(s.freeK)
+	}
+}
+
+// Stop stops the scheduler for a reset, from TimedOutJob: it pauses submission,
+// puts bad (the job being handled) back at the head of the pending list, and
+// detaches each pending job from its hardware fence, returning its credits; a job
+// whose hardware fence had already signalled is freed instead (bad is kept and
+// freed after TimedOutJob returns). The timer is stopped until Start. Models
+// drm_sched_stop().
+func (s *Scheduler) Stop(bad *Job) {
+	s.WQueueStop()
+	s.mu.Lock()
+	if bad != nil && bad.sched == s && !contains(s.pending, bad) {
+		s.pending = append([]*Job{bad}, s.pending...)
+	}
+	jobs := append([]*Job(nil), s.pending...)
+	s.mu.Unlock()
+
+	var keep []*Job
+	for i := len(jobs) - 1; i >= 0; i-- {
+		j := jobs[i]
+		if p := j.parent; p != nil && p.RemoveCallback(&j.hwCb) {
+			j.parent = nil
+			j.detached = true
+			s.credits.Add(-int64(j.credits))
+			keep = append(keep, j)
+			continue
+		}
+		if !j.done.Load() {
+			keep = append(keep, j) // no hardware fence yet: Start completes it
+			continue
+		}
+		// Done already (its callback ran): retire it now.
+		if j == bad {
+			s.mu.Lock()
+			s.freeGuilty = true
+			s.mu.Unlock()
+			continue
+		}
+		s.cfg.Ops.FreeJob(j)
+	}
+	kept := make([]*Job, 0, len(keep))
+	for i := len(keep) - 1; i >= 0; i-- {
+		kept = append(kept, keep[i])
+	}
+	s.mu.Lock()
+	s.pending = kept
+	s.tdrOff = true
+	s.mu.Unlock()
+	kick(s.tdrK)
+}
+
+func contains(js []*Job, j *Job) bool {
+	for _, x := range js {
+		if x == j {
+			return true
+		}
+	}
+	return false
+}
+
+// Start restarts the scheduler after a reset: each pending job takes its credits
+// again; one with a hardware fence follows it again (completing at once, with the
+// fence's error or errno, if it already signalled); one without completes with
+// errno, or ErrCanceled if errno is nil. Then the timer and submission restart.
+// Models drm_sched_start().
+func (s *Scheduler) Start(errno error) {
+	s.mu.Lock()
+	jobs := append([]*Job(nil), s.pending...)
+	s.mu.Unlock()
+	for _, j := range jobs {
+		if j.done.Load() {
+			continue
+		}
+		if j.detached {
+			j.detached = false
+			s.credits.Add(int64(j.credits))
+		}
+		p := j.parent
+		if p == nil {
+			err := errno
+			if err == nil {
+				err = ErrCanceled
+			}
+			s.jobDone(j, err)
+			continue
+		}
+		if p.AddCallbackUnbounded(&j.hwCb, j.hwDone) != nil {
+			err := p.Error()
+			if err == nil {
+				err = errno
+			}
+			s.jobDone(j, err)
+		}
+	}
+	s.mu.Lock()
+	s.tdrOff = false
+	if len(s.pending) > 0 {
+		s.pending[0].tdrStart = time.Now()
+	}
+	s.mu.Unlock()
+	kick(s.tdrK)
+	s.WQueueStart()
+}
+
+// ResubmitJobs runs every pending job again, between Stop and Start. Jobs of the
+// first context whose karma exceeds the hang limit get ErrCanceled first. Deprecated
+// in the kernel, because re-running a job after its fences were published breaks
+// the fence rules; kept for drivers that still use it. Models
+// drm_sched_resubmit_jobs().
+func (s *Scheduler) ResubmitJobs() {
+	s.mu.Lock()
+	jobs := append([]*Job(nil), s.pending...)
+	s.mu.Unlock()
+	var guilty *Entity
+	for _, j := range jobs {
+		if guilty == nil && int(j.karma.Load()) > s.cfg.HangLimit {
+			guilty = j.entity
+		}
+		if guilty != nil && j.entity == guilty {
+			_ = j.finished.SetError(ErrCanceled)
+		}
+		cookie := s.checker.BeginSignalling()
+		hw, err := s.cfg.Ops.RunJob(j)
+		s.checker.EndSignalling(cookie)
+		switch {
+		case err != nil:
+			_ = j.finished.SetError(err)
+			j.parent = nil
+		default:
+			j.parent = hw
+		}
+	}
+}
+
+// IncreaseKarma blames bad for a hang: its karma grows and, unless it ran at
+// kernel priority, its entity's guilty flag is set, so that the entity's later jobs
+// are cancelled. Models drm_sched_increase_karma().
+func (s *Scheduler) IncreaseKarma(bad *Job) {
+	if bad.priority == PriorityKernel {
+		return
+	}
+	bad.karma.Add(1)
+	bad.entity.guilty.Store(true)
+}

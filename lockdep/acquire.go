@@ -177,6 +177,13 @@ func (c *Checker) release(m *Map, cls *Class) {
 		return
 	}
 	t := c.task()
+	if n := len(t.held); n > 0 && t.held[n-1].m == m {
+		// The common case, innermost first: nothing above to revalidate.
+		t.held[n-1] = held{}
+		t.held = t.held[:n-1]
+		c.idle(t)
+		return
+	}
 	i := t.find(m)
 	if i < 0 {
 		gen := t.gen
@@ -260,7 +267,11 @@ func heldInfo(stack []held) []LockInfo {
 }
 
 func (h *held) info() LockInfo {
-	return LockInfo{Class: h.class.Name(), Mode: h.mode, Try: h.try, Site: userFrame(h.site[:])}
+	// Copy the site: slicing h.site itself would make every held entry escape to
+	// the heap, since runtime.CallersFrames keeps the slice (one allocation per
+	// checked acquisition, for the sake of a report that rarely comes).
+	site := h.site
+	return LockInfo{Class: h.class.Name(), Mode: h.mode, Try: h.try, Site: userFrame(site[:])}
 }
 
 // sitePC keys a report by where it happened, for reports not about a class pair.

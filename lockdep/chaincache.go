@@ -67,7 +67,9 @@ func chainKey(prev uint64, class *Class, mode Mode, try bool) uint64 {
 	if try {
 		x |= 1
 	}
-	k := mix(prev ^ mix(x))
+	// One mix over the chain so far and the new entry (spread by a multiply):
+	// the lookup waits on this, so it stays short.
+	k := mix(prev ^ x*0x9e3779b97f4a7c15)
 	if k == 0 {
 		k = 1
 	}

@@ -34,6 +34,9 @@ type Checker struct {
 	nodes    []*node            // guarded by mu; indexed by class id
 	nedges   int                // guarded by mu
 	reported map[reportKey]bool // guarded by mu
+	bfsSeen  []uint64           // guarded by mu: visit marks of strongPath, by generation
+	bfsGen   uint64             // guarded by mu
+	bfsQueue []bfsVisit         // guarded by mu: strongPath's reusable queue
 
 	// The pseudo-locks of this checker: the kernel's global lockdep_maps.
 	fenceMap, reclaimMap, mmuMap Map
@@ -123,6 +126,7 @@ func (c *Checker) Reset() {
 	defer c.mu.Unlock()
 	c.nodes = nil
 	c.nedges = 0
+	c.bfsSeen = nil
 	c.reported = make(map[reportKey]bool)
 	c.chains.Store(newChainTable(256))
 	c.gen.Add(1)

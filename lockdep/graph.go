@@ -1,5 +1,7 @@
 package lockdep
 
+import "slices"
+
 // The dependency graph: one node per class, an edge prev -> next for every
 // "next acquired while prev held" seen. Guarded by Checker.mu.
 //
@@ -85,16 +87,15 @@ func (n *node) addEdge(e edge) {
 	}
 }
 
-// bfsState is a node reached only through edges ending in R (xr) or not.
-type bfsState struct {
-	id uint32
-	xr bool
-}
-
+// bfsVisit is one step of the search: the node reached, whether only through
+// edges ending in R (xr), and how (the edge and the step it came from), so the path
+// can be printed.
 type bfsVisit struct {
-	parent int // index in the visit list, -1 for the root
-	via    *edge
-	st     bfsState
+	id     uint32
+	xr     bool
+	parent int32 // index in the queue, -1 for the root
+	from   uint32
+	edge   int32 // index in nodes[from].out
 }
 
 // strongPath looks for a strong path from next (taken in nextMode) back to prev
@@ -105,49 +106,64 @@ type bfsVisit struct {
 //
 // A node is visited at most once per xr state, where the kernel keeps one flag per
 // node: a node first reached only through R-ending edges may still be reached later
-// through an N-ending one, which allows more paths out of it.
+// through an N-ending one, which allows more paths out of it. The visited marks are
+// generation-stamped and the queue is reused, as the kernel's BFS generation ids
+// are, so a search allocates nothing once warm. Called with c.mu held.
 func (c *Checker) strongPath(next *Class, nextMode Mode, prev *Class, prevMode Mode) []*edge {
 	if int(next.id) >= len(c.nodes) || c.nodes[next.id] == nil {
 		return nil
 	}
-	matches := func(s bfsState) bool {
-		return s.id == prev.id && (prevMode == Exclusive || !s.xr)
+	matches := func(id uint32, xr bool) bool {
+		return id == prev.id && (prevMode == Exclusive || !xr)
 	}
-	root := bfsState{id: next.id, xr: nextMode == RecursiveRead}
-	if matches(root) {
+	rootXR := nextMode == RecursiveRead
+	if matches(next.id, rootXR) {
 		return []*edge{}
 	}
-	seen := map[bfsState]bool{root: true}
-	q := []bfsVisit{{parent: -1, st: root}}
+	c.bfsGen++
+	if need := 2 * len(c.nodes); len(c.bfsSeen) < need {
+		c.bfsSeen = append(c.bfsSeen, make([]uint64, need-len(c.bfsSeen))...)
+	}
+	seen := func(id uint32, xr bool) bool {
+		i := 2 * int(id)
+		if xr {
+			i++
+		}
+		if c.bfsSeen[i] == c.bfsGen {
+			return true
+		}
+		c.bfsSeen[i] = c.bfsGen
+		return false
+	}
+	seen(next.id, rootXR)
+	q := append(c.bfsQueue[:0], bfsVisit{id: next.id, xr: rootXR, parent: -1})
+	defer func() { c.bfsQueue = q[:0] }()
 	for head := 0; head < len(q); head++ {
 		v := q[head]
-		n := c.nodes[v.st.id]
+		n := c.nodes[v.id]
 		if n == nil {
 			continue
 		}
 		for i := range n.out {
 			e := &n.out[i]
 			dep := e.dep
-			if v.st.xr {
+			if v.xr {
 				dep &^= depFromS
 			}
 			if dep == 0 {
 				continue
 			}
-			st := bfsState{id: e.to, xr: dep&depToN == 0}
-			if seen[st] {
+			xr := dep&depToN == 0
+			if seen(e.to, xr) {
 				continue
 			}
-			seen[st] = true
-			q = append(q, bfsVisit{parent: head, via: e, st: st})
-			if matches(st) {
+			q = append(q, bfsVisit{id: e.to, xr: xr, parent: int32(head), from: v.id, edge: int32(i)})
+			if matches(e.to, xr) {
 				var path []*edge
-				for j := len(q) - 1; j > 0; j = q[j].parent {
-					path = append(path, q[j].via)
+				for j := len(q) - 1; q[j].parent >= 0; j = int(q[j].parent) {
+					path = append(path, &c.nodes[q[j].from].out[q[j].edge])
 				}
-				for l, r := 0, len(path)-1; l < r; l, r = l+1, r-1 {
-					path[l], path[r] = path[r], path[l]
-				}
+				slices.Reverse(path)
 				return path
 			}
 		}

@@ -128,13 +128,17 @@ func (f *Fence) SetError(err error) error {
 	return nil
 }
 
-// Error returns the error f signalled with, or nil if it signalled without one or
-// has not signalled yet.
+// Error returns the error recorded with SetError, or nil. Like the kernel's
+// fence->error field it can be read before the fence signals: a scheduler sets
+// ErrCanceled on a job it will not run, and the driver's RunJob checks it to skip
+// the hardware. After signalling it is final.
 func (f *Fence) Error() error {
 	if f.signaled() {
 		return f.err
 	}
-	return nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // Status reports whether f has signalled, and with which error. Models

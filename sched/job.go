@@ -100,8 +100,16 @@ func (j *Job) Scheduled() *fence.Fence { return j.scheduled }
 // fence drivers publish (nil before Arm).
 func (j *Job) Finished() *fence.Fence { return j.finished }
 
-// Parent returns the hardware fence RunJob returned, or nil.
-func (j *Job) Parent() *fence.Fence { return j.parent }
+// Parent returns the hardware fence RunJob returned, or nil (before RunJob, or
+// after Stop dropped it).
+func (j *Job) Parent() *fence.Fence {
+	if j.sched == nil {
+		return nil
+	}
+	j.sched.mu.Lock()
+	defer j.sched.mu.Unlock()
+	return j.parent
+}
 
 // Karma returns how often the job was blamed for a hang.
 func (j *Job) Karma() int { return int(j.karma.Load()) }

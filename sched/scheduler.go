@@ -87,6 +87,7 @@ type Scheduler struct {
 	tdrOff     bool // not re-armed (device gone) or stopped, until the next begin or Start
 	fault      bool // Fault: fire the TDR now
 	avgJobNs   int64
+	lastDone   time.Time // when the last job completed: the next one's GPU time starts no earlier
 
 	workMu sync.Mutex // held while a work item runs; wqueue stop waits on it
 	runK   chan struct{}
@@ -260,14 +261,14 @@ func (s *Scheduler) runOne(e *Entity) bool {
 		return true // waiting on a dependency; the entity left the run queue
 	}
 	s.credits.Add(int64(job.credits))
+	job.startTS = time.Now() // before RunJob: its fence may signal at once
 	s.begin(job)
-	s.trace(Event{Kind: EventRun, Entity: e.id, Job: job.seqno, Credits: job.credits})
+	s.trace(Event{Kind: EventRun, Entity: e.id, Job: job.seqno, Credits: job.credits, Time: job.startTS})
 	cookie := s.checker.BeginSignalling()
 	hw, err := s.cfg.Ops.RunJob(job)
 	s.checker.EndSignalling(cookie)
 	e.popMu.Unlock()
-	job.startTS = time.Now()
-	_ = job.scheduled.Signal()
+	_ = job.scheduled.SignalTimestamp(job.startTS)
 	s.attachHW(job, hw, err)
 	return true
 }
@@ -314,19 +315,33 @@ func (s *Scheduler) jobDone(j *Job, result error) {
 		return
 	}
 	cookie := s.checker.BeginSignalling()
+	now := time.Now()
+	// GPU time: from when the job reached the ring, or when the job ahead of it
+	// finished if that was later (the ring runs in order), to now. The kernel
+	// accounts it in the free worker; doing it here makes Stats current as soon as
+	// the finished fence has signalled.
+	s.mu.Lock()
+	start := j.startTS
+	if s.lastDone.After(start) {
+		start = s.lastDone
+	}
+	s.lastDone = now
+	gpu := max(now.Sub(start), 0)
+	s.avgJobNs = ewma(s.avgJobNs, gpu.Nanoseconds())
+	s.mu.Unlock()
+	j.entity.account(gpu, result)
 	s.credits.Add(-int64(j.credits))
 	s.score.Add(-1)
-	s.trace(Event{Kind: EventDone, Entity: j.entity.id, Job: j.seqno, Credits: j.credits, Err: result})
+	s.trace(Event{Kind: EventDone, Entity: j.entity.id, Job: j.seqno, Credits: j.credits, Err: result, Time: now})
 	if result != nil {
 		_ = j.finished.SetError(result)
 	}
-	_ = j.finished.Signal()
+	_ = j.finished.SignalTimestamp(now)
 	s.checker.EndSignalling(cookie)
 	kick(s.freeK)
 }
 
-// freeWork retires finished jobs from the head of the pending list, accounts their
-// GPU time, and frees them. Models drm_sched_free_job_work() with
+// freeWork retires finished jobs from the head of the pending list and frees them. Models drm_sched_free_job_work() with
 // drm_sched_get_finished_job().
 func (s *Scheduler) freeWork() {
 	var done []*Job
@@ -335,16 +350,9 @@ func (s *Scheduler) freeWork() {
 		j := s.pending[0]
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
-		ts, _ := j.finished.Timestamp()
 		if len(s.pending) > 0 {
-			next := s.pending[0]
-			next.tdrStart = time.Now() // the next job's timeout starts now
-			if ts.After(next.startTS) {
-				next.startTS = ts // a more accurate start: it ran after this one
-			}
+			s.pending[0].tdrStart = time.Now() // the next job's timeout starts now
 		}
-		gpu := max(ts.Sub(j.startTS), 0)
-		s.avgJobNs = ewma(s.avgJobNs, gpu.Nanoseconds())
 		done = append(done, j)
 	}
 	s.mu.Unlock()
@@ -353,8 +361,6 @@ func (s *Scheduler) freeWork() {
 	}
 	kick(s.tdrK)
 	for _, j := range done {
-		ts, _ := j.finished.Timestamp()
-		j.entity.account(max(ts.Sub(j.startTS), 0), j.finished.Error())
 		s.cfg.Ops.FreeJob(j)
 	}
 	kick(s.runK) // credits may have freed up
@@ -393,7 +399,7 @@ func (s *Scheduler) Close() {
 			s.cfg.Ops.CancelJob(j)
 		}
 		if !j.done.Load() {
-			if p := j.parent; p == nil || p.RemoveCallback(&j.hwCb) {
+			if p := j.Parent(); p == nil || p.RemoveCallback(&j.hwCb) {
 				s.jobDone(j, ErrCanceled)
 			}
 		}

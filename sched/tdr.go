@@ -108,8 +108,10 @@ func (s *Scheduler) Stop(bad *Job) {
 	var keep []*Job
 	for i := len(jobs) - 1; i >= 0; i-- {
 		j := jobs[i]
-		if p := j.parent; p != nil && p.RemoveCallback(&j.hwCb) {
+		if p := j.Parent(); p != nil && p.RemoveCallback(&j.hwCb) {
+			s.mu.Lock()
 			j.parent = nil
+			s.mu.Unlock()
 			j.detached = true
 			s.credits.Add(-int64(j.credits))
 			keep = append(keep, j)
@@ -165,7 +167,7 @@ func (s *Scheduler) Start(errno error) {
 			j.detached = false
 			s.credits.Add(int64(j.credits))
 		}
-		p := j.parent
+		p := j.Parent()
 		if p == nil {
 			err := errno
 			if err == nil {
@@ -212,13 +214,13 @@ func (s *Scheduler) ResubmitJobs() {
 		cookie := s.checker.BeginSignalling()
 		hw, err := s.cfg.Ops.RunJob(j)
 		s.checker.EndSignalling(cookie)
-		switch {
-		case err != nil:
+		if err != nil {
 			_ = j.finished.SetError(err)
-			j.parent = nil
-		default:
-			j.parent = hw
+			hw = nil
 		}
+		s.mu.Lock()
+		j.parent = hw
+		s.mu.Unlock()
 	}
 }
 

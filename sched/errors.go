@@ -34,5 +34,6 @@ var (
 	// (the kernel's -ETIMEDOUT); the scheduler core never sets it itself.
 	ErrTimedOut = errors.New("sched: job timed out (ETIMEDOUT)")
 
-	errCreditsZero = fmt.Errorf("%w: a job needs at least one credit", ErrInvalid)
+	errCreditsZero   = fmt.Errorf("%w: a job needs at least one credit", ErrInvalid)
+	errLongRunningHW = fmt.Errorf("%w: RunJob returned a long-running fence; a finished fence must not follow it", ErrInvalid)
 )

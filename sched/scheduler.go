@@ -281,6 +281,10 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 		s.jobDone(job, err)
 	case hw == nil:
 		s.jobDone(job, nil)
+	case hw.IsLongRunning():
+		// The finished fence is a dma fence: following a long-running fence would
+		// export unbounded work as one. LR drivers return nil (see package lr).
+		s.jobDone(job, errLongRunningHW)
 	default:
 		s.mu.Lock()
 		job.parent = hw

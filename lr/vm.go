@@ -1,0 +1,372 @@
+package lr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/lockdep"
+	"github.com/gpusync/gpusync/resv"
+)
+
+// vmLockClass is the class of every VM's lock (xe_vm's vm->lock). It is held while
+// waiting on preempt fences, so the preempt worker, which signals them, must never
+// take it; lockdep checks that.
+var vmLockClass = lockdep.NewClass("lr.vm.lock")
+
+// VMOps are the driver's hooks for a VM.
+type VMOps struct {
+	// Revalidate makes an evicted buffer resident again before the queues resume.
+	// It runs in the rebind worker with every reservation locked.
+	Revalidate func(bo *resv.Object) error
+}
+
+// A VM is an address space in long-running mode: its LR queues run with its
+// buffers mapped, and each queue has a preempt fence in every reservation object
+// of the VM (its own and each external buffer's), with Bookkeep usage. Models the LR
+// part of Xe's struct xe_vm: the preempt fences, the ordered preempt worker and the
+// rebind worker.
+//
+// A VM owns two goroutines, the preempt worker and the rebind worker, stopped and
+// joined by Close.
+type VM struct {
+	Resv    *resv.Object
+	ops     VMOps
+	checker *lockdep.Checker
+	lock    lockdep.Mutex // vm->lock: the rebind worker holds it while waiting on preempt fences
+
+	mu      sync.Mutex
+	bos     []*resv.Object // external buffers
+	queues  []*queueState
+	evicted map[*resv.Object]bool
+	closed  bool
+
+	preemptK chan *PreemptFence // the ordered preempt_fence_wq
+	rebindK  chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	rebinds  int // completed rebinds, for tests and stats (under mu)
+}
+
+// queueState is one LR queue's membership in a VM: its preempt fence context and
+// the current fence.
+type queueState struct {
+	q   *Queue
+	ctx *fence.Context
+	seq uint64
+	pf  *PreemptFence
+}
+
+// NewVM makes a VM with its own reservation object and starts its workers.
+func NewVM(ops VMOps, checker *lockdep.Checker) *VM {
+	vm := &VM{
+		Resv:     resv.NewObject(checker),
+		ops:      ops,
+		checker:  checker,
+		evicted:  make(map[*resv.Object]bool),
+		preemptK: make(chan *PreemptFence, 64),
+		rebindK:  make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	vm.lock = lockdep.Mutex{Class: vmLockClass, Checker: checker}
+	vm.wg.Go(vm.preemptWorker)
+	vm.wg.Go(vm.rebindWorker)
+	return vm
+}
+
+func (vm *VM) queueState(q *Queue) *queueState {
+	for _, st := range vm.queues {
+		if st.q == q {
+			return st
+		}
+	}
+	return nil
+}
+
+// objects returns the VM's reservation and its external buffers.
+func (vm *VM) objects() []*resv.Object {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return append([]*resv.Object{vm.Resv}, vm.bos...)
+}
+
+// AddBuffer binds an external buffer to the VM: every LR queue's current preempt
+// fence is added to it with Bookkeep usage.
+func (vm *VM) AddBuffer(ctx context.Context, bo *resv.Object) error {
+	vm.lock.Lock()
+	defer vm.lock.Unlock()
+	vm.mu.Lock()
+	vm.bos = append(vm.bos, bo)
+	var fences []*fence.Fence
+	for _, st := range vm.queues {
+		fences = append(fences, st.pf.Fence)
+	}
+	vm.mu.Unlock()
+	return addBookkeep(ctx, bo, fences)
+}
+
+func addBookkeep(ctx context.Context, bo *resv.Object, fences []*fence.Fence) error {
+	if len(fences) == 0 {
+		return nil
+	}
+	if err := bo.Lock(ctx, nil); err != nil {
+		return err
+	}
+	defer bo.Unlock()
+	if err := bo.Reserve(len(fences)); err != nil {
+		return err
+	}
+	for _, f := range fences {
+		if err := bo.AddFence(f, resv.Bookkeep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddQueue attaches an LR queue: it gets its first preempt fence in every
+// reservation object of the VM. Models xe_vm_add_compute_exec_queue().
+func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
+	vm.lock.Lock()
+	defer vm.lock.Unlock()
+	vm.mu.Lock()
+	if vm.closed {
+		vm.mu.Unlock()
+		return ErrClosed
+	}
+	st := &queueState{q: q, ctx: fence.NewContext("lr", "preempt", fence.WithOps(preemptOps), fence.WithChecker(vm.checker))}
+	vm.queues = append(vm.queues, st)
+	st.pf = vm.newPreemptFence(q)
+	pf := st.pf
+	vm.mu.Unlock()
+	for _, bo := range vm.objects() {
+		if err := addBookkeep(ctx, bo, []*fence.Fence{pf.Fence}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PreemptFence returns q's current preempt fence in this VM, or nil.
+func (vm *VM) PreemptFence(q *Queue) *PreemptFence {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if st := vm.queueState(q); st != nil {
+		return st.pf
+	}
+	return nil
+}
+
+// Rebinds returns how many times the rebind worker resumed the VM's queues.
+func (vm *VM) Rebinds() int {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.rebinds
+}
+
+func (vm *VM) queuePreempt(pf *PreemptFence) {
+	select {
+	case vm.preemptK <- pf:
+	case <-vm.stop:
+	}
+}
+
+// preemptWorker signals preempt fences once their queue is suspended, one at a
+// time, in order: the device's ordered preempt_fence_wq. Everything runs inside a
+// fence signalling section, so lockdep reports it if this path ever takes the VM
+// lock (held by waiters of these fences) or allocates. Models
+// preempt_fence_work_func().
+func (vm *VM) preemptWorker() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-vm.stop; cancel() }()
+	for {
+		select {
+		case <-vm.stop:
+			return
+		case pf := <-vm.preemptK:
+			vm.signalPreempt(ctx, pf)
+		}
+	}
+}
+
+func (vm *VM) signalPreempt(ctx context.Context, pf *PreemptFence) {
+	chk := vm.checker
+	if chk == nil {
+		chk = lockdep.Default
+	}
+	cookie := chk.BeginSignalling()
+	defer chk.EndSignalling(cookie)
+	pf.mu.Lock()
+	err := pf.suspendErr
+	pf.mu.Unlock()
+	q := pf.q
+	switch {
+	case err != nil:
+	case q.Err() != nil:
+		err = ErrQueueReset
+	case q.cfg.Ops.SuspendWait != nil:
+		err = q.cfg.Ops.SuspendWait(ctx, q)
+	}
+	if err != nil {
+		_ = pf.SetError(err)
+		q.Fail(fmt.Errorf("lr: preemption failed: %w", err))
+	}
+	_ = pf.Signal()
+	select {
+	case vm.rebindK <- struct{}{}:
+	default:
+	}
+}
+
+// Evict moves bo out of memory, as TTM eviction under memory pressure does: lock
+// it, wait for every fence including Bookkeep ones (which preempts the LR queues
+// using it: their preempt fences start the suspension when waited on), move it,
+// and unlock. The rebind worker then revalidates it and resumes the queues. Models
+// ttm_bo_evict() on a buffer shared with LR queues.
+func (vm *VM) Evict(ctx context.Context, bo *resv.Object) error {
+	if err := bo.Lock(ctx, nil); err != nil {
+		return err
+	}
+	defer bo.Unlock()
+	if err := bo.Wait(ctx, resv.Bookkeep); err != nil {
+		return err
+	}
+	vm.mu.Lock()
+	vm.evicted[bo] = true
+	vm.mu.Unlock()
+	return nil
+}
+
+// IsEvicted reports whether bo was evicted and not yet revalidated.
+func (vm *VM) IsEvicted(bo *resv.Object) bool {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.evicted[bo]
+}
+
+// rebindWorker resumes the VM's queues after a preemption: with the VM lock held,
+// lock every reservation object, wait for the old preempt fences (all queues are now
+// off the hardware), revalidate evicted buffers, reserve slots, arm one new preempt
+// fence per queue, resume the queues, and install the new fences with Bookkeep
+// usage. Models preempt_rebind_work_func().
+func (vm *VM) rebindWorker() {
+	for {
+		select {
+		case <-vm.stop:
+			return
+		case <-vm.rebindK:
+			if err := vm.rebind(); err != nil && !errors.Is(err, context.Canceled) {
+				vm.banAll(err)
+			}
+		}
+	}
+}
+
+func (vm *VM) rebind() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-vm.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	vm.lock.Lock()
+	defer vm.lock.Unlock()
+
+	vm.mu.Lock()
+	var states []*queueState
+	for _, st := range vm.queues {
+		if st.q.Err() == nil && st.pf.Triggered() {
+			states = append(states, st)
+		}
+	}
+	vm.mu.Unlock()
+	if len(states) == 0 {
+		return nil // no preemption pending: nothing to do
+	}
+	objs := vm.objects()
+	e := resv.NewExec(0, vm.checker)
+	defer e.Fini()
+	err := e.Run(ctx, func(ctx context.Context) error {
+		return e.PrepareAll(ctx, objs, len(states))
+	})
+	if err != nil {
+		return err
+	}
+	for _, st := range states {
+		if err := st.pf.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	vm.mu.Lock()
+	var evicted []*resv.Object
+	for bo := range vm.evicted {
+		evicted = append(evicted, bo)
+	}
+	vm.mu.Unlock()
+	for _, bo := range evicted {
+		if vm.ops.Revalidate != nil {
+			if err := vm.ops.Revalidate(bo); err != nil {
+				return err
+			}
+		}
+		vm.mu.Lock()
+		delete(vm.evicted, bo)
+		vm.mu.Unlock()
+	}
+	// Point of no return: arm the new fences, resume, publish.
+	vm.mu.Lock()
+	fresh := make([]*PreemptFence, len(states))
+	for i, st := range states {
+		if st.q.Err() != nil {
+			continue
+		}
+		st.pf = vm.newPreemptFence(st.q)
+		fresh[i] = st.pf
+	}
+	vm.rebinds++
+	vm.mu.Unlock()
+	for i, st := range states {
+		pf := fresh[i]
+		if pf == nil {
+			continue
+		}
+		if r := st.q.cfg.Ops.Resume; r != nil {
+			r(st.q)
+		}
+		for _, bo := range objs {
+			if err := bo.AddFence(pf.Fence, resv.Bookkeep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (vm *VM) banAll(err error) {
+	vm.mu.Lock()
+	states := append([]*queueState(nil), vm.queues...)
+	vm.mu.Unlock()
+	for _, st := range states {
+		st.q.Fail(fmt.Errorf("lr: rebind failed: %w", err))
+	}
+}
+
+// Close stops the VM's workers and waits for them. Queues are closed by their
+// owners.
+func (vm *VM) Close() {
+	vm.mu.Lock()
+	if vm.closed {
+		vm.mu.Unlock()
+		return
+	}
+	vm.closed = true
+	vm.mu.Unlock()
+	close(vm.stop)
+	vm.wg.Wait()
+}

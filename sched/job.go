@@ -50,6 +50,8 @@ type Job struct {
 	killDeps []*fence.Fence
 	killIdx  int
 	killCb   fence.Callback
+
+	rt *jobTrace // runtime/trace task, when tracing was on at Push
 }
 
 const (
@@ -219,6 +221,7 @@ func (j *Job) Push() error {
 	}
 	e, s := j.entity, j.sched
 	j.submitTS = time.Now()
+	j.traceStart()
 	e.mu.Lock()
 	s.mu.Lock()
 	closed := s.closed
@@ -249,7 +252,7 @@ func (j *Job) Push() error {
 	}
 	e.mu.Unlock()
 	s.score.Add(1)
-	s.trace(Event{Kind: EventQueued, Entity: e.id, Job: j.seqno, Credits: j.credits, Time: j.submitTS})
+	s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: j.submitTS})
 	kick(s.runK)
 	return nil
 }
@@ -295,7 +298,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		if dep.IsSignaled() {
 			continue
 		}
-		s.trace(Event{Kind: EventDependency, Entity: e.id, Job: j.seqno,
+		s.trace(Event{Kind: EventDependency, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno,
 			DepContext: dep.Context().ID(), DepSeqno: dep.Seqno()})
 		s.mu.Lock()
 		e.waiting = true
@@ -398,7 +401,8 @@ func (j *Job) killStep(*fence.Fence, *fence.Callback) {
 	_ = j.scheduled.Signal()
 	_ = j.finished.SetError(ErrSearch)
 	_ = j.finished.Signal()
-	s.trace(Event{Kind: EventDone, Entity: j.entity.id, Job: j.seqno, Credits: j.credits, Err: ErrSearch})
+	s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: ErrSearch})
 	j.entity.account(0, ErrSearch)
+	j.traceEnd(ErrSearch)
 	s.cfg.Ops.FreeJob(j)
 }

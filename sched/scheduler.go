@@ -263,9 +263,11 @@ func (s *Scheduler) runOne(e *Entity) bool {
 	s.credits.Add(int64(job.credits))
 	job.startTS = time.Now() // before RunJob: its fence may signal at once
 	s.begin(job)
-	s.trace(Event{Kind: EventRun, Entity: e.id, Job: job.seqno, Credits: job.credits, Time: job.startTS})
+	s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Time: job.startTS})
+	var hw *fence.Fence
+	var err error
 	cookie := s.checker.BeginSignalling()
-	hw, err := s.cfg.Ops.RunJob(job)
+	job.traceRun(func() { hw, err = s.cfg.Ops.RunJob(job) })
 	s.checker.EndSignalling(cookie)
 	e.popMu.Unlock()
 	_ = job.scheduled.SignalTimestamp(job.startTS)
@@ -336,12 +338,13 @@ func (s *Scheduler) jobDone(j *Job, result error) {
 	j.entity.account(gpu, result)
 	s.credits.Add(-int64(j.credits))
 	s.score.Add(-1)
-	s.trace(Event{Kind: EventDone, Entity: j.entity.id, Job: j.seqno, Credits: j.credits, Err: result, Time: now})
+	s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: result, Time: now})
 	if result != nil {
 		_ = j.finished.SetError(result)
 	}
 	_ = j.finished.SignalTimestamp(now)
 	s.checker.EndSignalling(cookie)
+	j.traceEnd(result)
 	kick(s.freeK)
 }
 

@@ -68,7 +68,7 @@ func (s *Scheduler) timedOut() {
 	cookie := s.checker.BeginSignalling()
 	status := s.cfg.Ops.TimedOutJob(job)
 	s.checker.EndSignalling(cookie)
-	s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, Job: job.seqno, Credits: job.credits, Status: status})
+	s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, FenceContext: job.entity.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Status: status})
 
 	s.mu.Lock()
 	freeIt := s.freeGuilty

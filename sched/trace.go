@@ -38,6 +38,10 @@ type Event struct {
 	// of its finished fence on the entity's timeline.
 	Entity uint64
 	Job    uint64
+	// FenceContext is the context of the entity's scheduled fences (finished
+	// fences use the next one), so a dependency (DepContext, DepSeqno) can be matched
+	// to the job that made it.
+	FenceContext uint64
 	// Credits the job takes.
 	Credits uint32
 	// DepContext and DepSeqno name the fence waited for (EventDependency).

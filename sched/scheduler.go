@@ -335,16 +335,17 @@ func (s *Scheduler) jobDone(j *Job, result error) {
 	gpu := max(now.Sub(start), 0)
 	s.avgJobNs = ewma(s.avgJobNs, gpu.Nanoseconds())
 	s.mu.Unlock()
-	j.entity.account(gpu, result)
-	s.credits.Add(-int64(j.credits))
-	s.score.Add(-1)
-	s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: result, Time: now})
 	if result != nil {
 		_ = j.finished.SetError(result)
 	}
+	final := j.finished.Error() // result, or what was set before (ErrCanceled)
+	j.entity.account(gpu, final)
+	s.credits.Add(-int64(j.credits))
+	s.score.Add(-1)
+	s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: final, Time: now})
 	_ = j.finished.SignalTimestamp(now)
 	s.checker.EndSignalling(cookie)
-	j.traceEnd(result)
+	j.traceEnd(final)
 	kick(s.freeK)
 }
 

@@ -27,7 +27,8 @@ var (
 	// ErrContainer is AddFence of an array or chain fence: add its leaves instead.
 	ErrContainer = fmt.Errorf("%w: container fence (array or chain) added to a reservation", ErrInvalid)
 
-	errSlowHeld = fmt.Errorf("%w: LockSlow with other locks held in the acquire context", ErrInvalid)
-	errCtxDone  = fmt.Errorf("%w: acquire context used after Fini", ErrInvalid)
-	errCtxClass = fmt.Errorf("%w: acquire context of another ww class", ErrInvalid)
+	errSlowHeld       = fmt.Errorf("%w: LockSlow with other locks held in the acquire context", ErrInvalid)
+	errCtxDone        = fmt.Errorf("%w: acquire context used after Fini", ErrInvalid)
+	errCtxAcquireDone = fmt.Errorf("%w: lock in an acquire context after AcquireDone", ErrInvalid)
+	errCtxClass       = fmt.Errorf("%w: acquire context of another ww class", ErrInvalid)
 )

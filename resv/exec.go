@@ -141,6 +141,9 @@ func (e *Exec) Unlock(obj *Object) {
 	for i := len(e.objects) - 1; i >= 0; i-- {
 		if e.objects[i] == obj {
 			e.objects = slices.Delete(e.objects, i, i+1)
+			if obj == e.prelocked {
+				e.prelocked = nil // no longer locked: a later Lock must lock it
+			}
 			obj.Unlock()
 			return
 		}

@@ -9,7 +9,10 @@ import "github.com/gpusync/gpusync/fence"
 // while it walks (Reserve grew it, CopyFences swapped it), it starts again from the
 // first fence of the new list, and IsRestarted reports true for that fence. A caller
 // that accumulates (GetFences) must then throw away what it gathered; a caller that
-// only waits may go on. Within one list every slot is read whole, never torn.
+// only waits may go on. If the new list has nothing to yield, Next returns nil with
+// IsRestarted true, so the accumulating caller checks it once more at the end (the
+// kernel's get_fences misses this case and keeps a part of the old list). Within
+// one list every slot is read whole, never torn.
 type Iter struct {
 	obj       *Object
 	usage     Usage
@@ -60,6 +63,7 @@ func (it *Iter) Usage() Usage {
 }
 
 // IsRestarted reports whether the fence Next returned last is the first of a fresh
-// walk (the first fence ever, or the first after the list was replaced). Models
+// walk (the first fence ever, or the first after the list was replaced); after Next
+// returned nil, whether the walk that ended was a fresh one. Models
 // dma_resv_iter_is_restarted().
 func (it *Iter) IsRestarted() bool { return it.restarted }

@@ -237,6 +237,9 @@ func (o *Object) GetFences(u Usage) []*fence.Fence {
 		}
 		out = append(out, f)
 	}
+	if it.IsRestarted() {
+		out = out[:0] // the walk that ended was of a new list, with nothing for us
+	}
 	return out
 }
 
@@ -267,6 +270,9 @@ func CopyFences(dst, src *Object) error {
 			got = got[:0]
 		}
 		got = append(got, slot{f: f, usage: it.Usage()})
+	}
+	if it.IsRestarted() {
+		got = got[:0] // as in GetFences: src was replaced by a list with nothing to copy
 	}
 	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(got))}
 	for i := range got {

@@ -43,7 +43,7 @@ type WWClass struct {
 func NewWWClass(name string, alg Algorithm, flags ...lockdep.ClassFlag) *WWClass {
 	return &WWClass{
 		name: name, alg: alg,
-		acquire: lockdep.NewClass(name+"_acquire"),
+		acquire: lockdep.NewClass(name + "_acquire"),
 		mutex:   lockdep.NewClass(name+"_mutex", flags...),
 	}
 }
@@ -99,7 +99,9 @@ func (a *AcquireCtx) Acquired() int { return int(a.acquired.Load()) }
 func (a *AcquireCtx) Retries() int64 { return a.retries.Load() }
 
 // AcquireDone marks the end of the locking phase: no more locks will be taken.
-// Models ww_acquire_done(); it documents intent and lets Lock refuse late locks.
+// Models ww_acquire_done(); it documents intent, and later Lock and LockSlow calls
+// in the context return an error wrapping ErrInvalid (TryLock fails), where the
+// kernel's debug build warns.
 func (a *AcquireCtx) AcquireDone() { a.done = true }
 
 // Fini ends the transaction. Every lock must have been unlocked first; if not, Fini
@@ -202,6 +204,8 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 		switch {
 		case a.finished:
 			return errCtxDone
+		case a.done:
+			return errCtxAcquireDone
 		case a.class != m.class:
 			return errCtxClass
 		}
@@ -299,8 +303,9 @@ func (m *WWMutex) take(a *AcquireCtx) {
 }
 
 // checkWaiters applies the class's rule after a acquired m while others wait: under
-// wound-wait an older waiter wounds a; under wait-die younger waiters that hold
-// locks are nudged, so that they die. Models __ww_mutex_check_waiters().
+// wound-wait an older waiter that holds locks wounds a; under wait-die younger
+// waiters that hold locks are nudged, so that they die. Models
+// __ww_mutex_check_waiters().
 func (m *WWMutex) checkWaiters(a *AcquireCtx) {
 	for _, w := range m.waiters {
 		if w.ctx == nil {
@@ -308,7 +313,9 @@ func (m *WWMutex) checkWaiters(a *AcquireCtx) {
 		}
 		switch m.class.alg {
 		case WoundWait:
-			if a.acquired.Load() > 0 && a.youngerThan(w.ctx) {
+			// The waiter must hold a lock (__ww_mutex_wound checks its
+			// acquired count, not a's): one that holds nothing is in no cycle.
+			if w.ctx.acquired.Load() > 0 && a.youngerThan(w.ctx) {
 				a.wounded.Store(true)
 				a.nudge()
 				return
@@ -365,6 +372,10 @@ func (m *WWMutex) dequeue(w *wwWaiter) {
 // mustBackOff is __ww_mutex_check_kill: a context that holds nothing never backs
 // off; under wound-wait one backs off once wounded; under wait-die one backs off if
 // the holder, or a context waiter queued ahead, is older.
+//
+// The kernel treats any context waiter ahead as older, because it sorts context
+// waiters past context-less ones; enqueue does not overtake context-less waiters,
+// so a younger context waiter can be ahead here, and the stamps are compared.
 func (m *WWMutex) mustBackOff(w *wwWaiter, pos int) bool {
 	a := w.ctx
 	if a == nil || a.acquired.Load() == 0 {
@@ -377,23 +388,23 @@ func (m *WWMutex) mustBackOff(w *wwWaiter, pos int) bool {
 		return true
 	}
 	for _, p := range m.waiters[:pos] {
-		if p.ctx != nil {
-			return true // queued ahead of us, hence older
+		if p.ctx != nil && a.youngerThan(p.ctx) {
+			return true
 		}
 	}
 	return false
 }
 
-// afterEnqueue applies the rules for a new waiter: under wound-wait it wounds a
-// younger holder; under wait-die it nudges younger waiters behind it that hold locks.
-// Models __ww_mutex_add_waiter()'s checks.
+// afterEnqueue applies the rules for a new waiter: under wound-wait, if it holds a
+// lock, it wounds a younger holder; under wait-die it nudges younger waiters behind
+// it that hold locks. Models __ww_mutex_add_waiter()'s checks.
 func (m *WWMutex) afterEnqueue(w *wwWaiter, pos int) {
 	if w.ctx == nil {
 		return
 	}
 	switch m.class.alg {
 	case WoundWait:
-		if o := m.owner; o != nil && o.youngerThan(w.ctx) && o.acquired.Load() > 0 {
+		if o := m.owner; o != nil && o.youngerThan(w.ctx) && w.ctx.acquired.Load() > 0 {
 			o.wounded.Store(true)
 			o.nudge()
 		}
@@ -410,7 +421,7 @@ func (m *WWMutex) afterEnqueue(w *wwWaiter, pos int) {
 // acquire context it never returns ErrAlready or ErrDeadlock: a lock the context
 // already holds just fails. Models ww_mutex_trylock().
 func (m *WWMutex) TryLock(a *AcquireCtx) bool {
-	if a != nil && (a.finished || a.class != m.class) {
+	if a != nil && (a.finished || a.done || a.class != m.class) {
 		return false
 	}
 	m.mu.Lock()

@@ -189,9 +189,10 @@ func BenchmarkExecContended(b *testing.B) {
 	b.ReportMetric(float64(total.max), "max-retries/exec")
 }
 
-// BenchmarkIter compares walking 16 fences lock-free (Object.Iter, not holding the
-// lock) with walking them under the lock (Object.Fences). Both count the fences
-// they see and nothing else.
+// BenchmarkIter compares walking 16 fences lock-free (Object.Unlocked, not holding
+// the lock) with walking them under the lock (Object.Fences). Both count the fences
+// they see and nothing else. iter/locked, for information, is the kernel-style
+// cursor (Object.Iter) against the same locked walk.
 //
 // lockfree/locked (goal <= 1.5) compares the walks alone: the locked side takes
 // the lock untimed before each block and drops it untimed after, so it is timed
@@ -244,6 +245,13 @@ func BenchmarkIter(b *testing.B) {
 	}
 	lockFree := timedLoop(func(k int) {
 		for range k {
+			for range o.Unlocked(resv.Bookkeep) {
+				seen++
+			}
+		}
+	})
+	cursor := timedLoop(func(k int) {
+		for range k {
 			it := o.Iter(resv.Bookkeep)
 			for f := it.Next(); f != nil; f = it.Next() {
 				seen++
@@ -277,8 +285,8 @@ func BenchmarkIter(b *testing.B) {
 			o.Unlock()
 		}
 	})
-	t := timeSides(b.N, locked, lockFree, lockedWithLock, lockedSkip)
-	if want := 4 * nFences * b.N; seen != want {
+	t := timeSides(b.N, locked, lockFree, lockedWithLock, lockedSkip, cursor)
+	if want := 5 * nFences * b.N; seen != want {
 		b.Fatalf("the walks saw %d fences, want %d", seen, want)
 	}
 	b.ReportMetric(nsPer(t[1], b.N), "ns/op")
@@ -287,6 +295,7 @@ func BenchmarkIter(b *testing.B) {
 	b.ReportMetric(timeRatio(t[1], t[0]), "lockfree/locked")
 	b.ReportMetric(timeRatio(t[1], t[2]), "lockfree/locked+lock")
 	b.ReportMetric(timeRatio(t[1], t[3]), "lockfree/locked+skip")
+	b.ReportMetric(timeRatio(t[4], t[0]), "iter/locked")
 }
 
 // BenchmarkAddFence times AddFence in the steady state of a submission: the object

@@ -230,17 +230,53 @@ func (o *Object) Fences(u Usage) iter.Seq2[*fence.Fence, Usage] {
 // lock. Models dma_resv_get_fences().
 func (o *Object) GetFences(u Usage) []*fence.Fence {
 	var out []*fence.Fence
-	it := o.Iter(u)
-	for f := it.Next(); f != nil; f = it.Next() {
-		if it.IsRestarted() {
-			out = out[:0] // a partial result from a replaced list is void
-		}
-		out = append(out, f)
-	}
-	if it.IsRestarted() {
-		out = out[:0] // the walk that ended was of a new list, with nothing for us
+	for _, s := range o.snapshot(u) {
+		out = append(out, s.f)
 	}
 	return out
+}
+
+// snapshot returns the unsignalled slots of usage u or stronger from one published
+// list, read to its end without the list being replaced: a partial result from a
+// replaced list is thrown away and the walk restarts, as an accumulating
+// dma_resv_iter user must.
+func (o *Object) snapshot(u Usage) []*slot {
+	var out []*slot
+	for {
+		l := o.list.Load()
+		out = out[:0]
+		for i := range int(l.num.Load()) {
+			if s := l.slots[i].Load(); s.usage <= u && !s.f.IsSignaled() {
+				out = append(out, s)
+			}
+		}
+		if o.list.Load() == l {
+			return out
+		}
+	}
+}
+
+// Unlocked yields the unsignalled fences of usage u or stronger, with their
+// usages, without the lock: the range-over-func form of Iter. Everything one walk
+// yields comes from one published list; if the list was replaced by the end of the
+// walk, it walks the new one from its first fence, so a fence may be yielded twice
+// (harmless for waiting; an accumulating caller uses GetFences or Iter, which tell
+// it to start over). Models dma_resv_for_each_fence_unlocked().
+func (o *Object) Unlocked(u Usage) iter.Seq2[*fence.Fence, Usage] {
+	return func(yield func(*fence.Fence, Usage) bool) {
+		for {
+			l := o.list.Load()
+			for i := range int(l.num.Load()) {
+				s := l.slots[i].Load()
+				if s.usage <= u && !s.f.IsSignaled() && !yield(s.f, s.usage) {
+					return
+				}
+			}
+			if o.list.Load() == l {
+				return
+			}
+		}
+	}
 }
 
 // GetSingleton returns one fence for all the unsignalled fences of usage u or
@@ -263,20 +299,10 @@ func CopyFences(dst, src *Object) error {
 	if err := dst.held(); err != nil {
 		return err
 	}
-	var got []slot
-	it := src.Iter(Bookkeep)
-	for f := it.Next(); f != nil; f = it.Next() {
-		if it.IsRestarted() {
-			got = got[:0]
-		}
-		got = append(got, slot{f: f, usage: it.Usage()})
-	}
-	if it.IsRestarted() {
-		got = got[:0] // as in GetFences: src was replaced by a list with nothing to copy
-	}
+	got := src.snapshot(Bookkeep)
 	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(got))}
-	for i := range got {
-		nl.slots[i].Store(&got[i])
+	for i, sl := range got {
+		nl.slots[i].Store(sl) // slots are immutable: sharing them is safe
 	}
 	nl.num.Store(int32(len(got)))
 	dst.list.Store(nl)
@@ -287,7 +313,7 @@ func CopyFences(dst, src *Object) error {
 // Wait waits for every fence of usage u or stronger, or until ctx ends (ctx.Err()).
 // The lock is not needed. Models dma_resv_wait_timeout().
 func (o *Object) Wait(ctx context.Context, u Usage) error {
-	for _, f := range o.GetFences(u) {
+	for f := range o.Unlocked(u) {
 		if err := f.Wait(ctx); err != nil {
 			return err
 		}
@@ -298,8 +324,10 @@ func (o *Object) Wait(ctx context.Context, u Usage) error {
 // TestSignaled reports whether every fence of usage u or stronger has signalled.
 // Models dma_resv_test_signaled().
 func (o *Object) TestSignaled(u Usage) bool {
-	it := o.Iter(u)
-	return it.Next() == nil
+	for range o.Unlocked(u) {
+		return false
+	}
+	return true
 }
 
 // SetDeadline passes the deadline hint to every unsignalled fence of usage u or

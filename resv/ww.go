@@ -69,21 +69,28 @@ func (c *WWClass) Algorithm() Algorithm { return c.alg }
 // An AcquireCtx belongs to the goroutine that made it: lockdep holds it as a lock of
 // that goroutine from NewAcquireCtx to Fini. It must not be copied.
 type AcquireCtx struct {
-	class    *WWClass
-	stamp    uint64
-	dep      lockdep.Map
-	wound    chan struct{} // buffered(1): a wound or a wait-die "die" nudge
-	acquired atomic.Int32  // locks held in this context
+	class *WWClass
+	stamp uint64
+	dep   lockdep.Map
+	wound chan struct{} // buffered(1): a wound or a wait-die "die" nudge
+	// acquired counts the locks held in this context. Only the context's own
+	// goroutine changes it, except that a hand-off (releaseLocked) counts the lock
+	// for a waiter under the mutex's mu while that waiter is blocked; the waiter
+	// reads it after the grant channel closes. Others read it only for waiters, under
+	// the mutex they wait on. So it needs no atomics, and the fast path has none.
+	acquired int32
 	wounded  atomic.Bool
 	done     bool // AcquireDone called
 	finished bool // Fini called
 	retries  atomic.Int64
+	holders  [2]holder // WWMutex.state values for locks this context holds
 }
 
 // NewAcquireCtx begins a transaction on class c, reporting to checker (nil: the
 // default). Models ww_acquire_init().
 func NewAcquireCtx(c *WWClass, checker *lockdep.Checker) *AcquireCtx {
 	a := &AcquireCtx{class: c, stamp: c.stamp.Add(1), wound: make(chan struct{}, 1)}
+	a.holders = [2]holder{{ctx: a}, {ctx: a, contended: true}}
 	a.dep = lockdep.Map{Class: c.acquire, Checker: checker}
 	a.dep.Acquire(lockdep.Exclusive)
 	return a
@@ -92,8 +99,9 @@ func NewAcquireCtx(c *WWClass, checker *lockdep.Checker) *AcquireCtx {
 // Stamp returns the context's ticket: smaller is older and wins conflicts.
 func (a *AcquireCtx) Stamp() uint64 { return a.stamp }
 
-// Acquired returns how many locks the context holds.
-func (a *AcquireCtx) Acquired() int { return int(a.acquired.Load()) }
+// Acquired returns how many locks the context holds. Call it from the context's
+// goroutine.
+func (a *AcquireCtx) Acquired() int { return int(a.acquired) }
 
 // Retries returns how many times a lock in this context returned ErrDeadlock.
 func (a *AcquireCtx) Retries() int64 { return a.retries.Load() }
@@ -111,7 +119,7 @@ func (a *AcquireCtx) Fini() error {
 	if a.finished {
 		return errCtxDone
 	}
-	if a.acquired.Load() != 0 {
+	if a.acquired != 0 {
 		return ErrInvalid
 	}
 	a.finished = true
@@ -135,18 +143,42 @@ func (a *AcquireCtx) nudge() {
 // acquire contexts, because a conflict makes one of them back off instead of
 // deadlocking. Models struct ww_mutex. Use NewWWMutex; it must not be copied.
 //
-// Invariants (under mu): locked is true while someone holds it; owner is the
-// holder's context, or nil for a context-less lock; waiters are context waiters in
-// stamp order, oldest first, with context-less waiters in arrival order that no later
-// context waiter overtakes. Unlock hands the lock to the first waiter.
+// Invariants: state is nil when m is free, else the holder: its context (nil for a
+// context-less lock) and whether anyone waits. An uncontended lock or unlock is one
+// compare-and-swap on state, as the kernel's mutex fast path is. Waiters queue under
+// mu: context waiters in stamp order, oldest first, with context-less waiters in
+// arrival order that no later context waiter overtakes. While waiters exist the
+// state is a contended holder, so no fast path changes it and Unlock hands m to the
+// first waiter under mu; state is never nil while someone waits.
 type WWMutex struct {
 	class *WWClass
 	dep   lockdep.Map
+	state atomic.Pointer[holder]
 
 	mu      sync.Mutex
-	locked  bool
-	owner   *AcquireCtx
-	waiters []*wwWaiter
+	waiters []*wwWaiter // guarded by mu
+}
+
+// holder is an immutable value of WWMutex.state. Each acquire context owns its
+// two (see AcquireCtx.holders), so taking a lock publishes its owner without
+// allocating.
+type holder struct {
+	ctx       *AcquireCtx
+	contended bool
+}
+
+// ctxless are the holders of a lock taken without an acquire context.
+var ctxless = [2]holder{{}, {contended: true}}
+
+func holderOf(a *AcquireCtx, contended bool) *holder {
+	i := 0
+	if contended {
+		i = 1
+	}
+	if a == nil {
+		return &ctxless[i]
+	}
+	return &a.holders[i]
 }
 
 type wwWaiter struct {
@@ -166,18 +198,15 @@ func NewWWMutex(c *WWClass, checker *lockdep.Checker) *WWMutex {
 func (m *WWMutex) Class() *WWClass { return m.class }
 
 // IsLocked reports whether anyone holds m. Models ww_mutex_is_locked().
-func (m *WWMutex) IsLocked() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.locked
-}
+func (m *WWMutex) IsLocked() bool { return m.state.Load() != nil }
 
 // Owner returns the acquire context holding m, or nil (unlocked, or held without
 // a context). Models the ww_mutex ctx field / dma_resv_locking_ctx().
 func (m *WWMutex) Owner() *AcquireCtx {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.owner
+	if h := m.state.Load(); h != nil {
+		return h.ctx
+	}
+	return nil
 }
 
 // Lock locks m in the acquire context a, blocking until it is free, and returns:
@@ -193,7 +222,7 @@ func (m *WWMutex) Lock(ctx context.Context, a *AcquireCtx) error {
 // back off and simply waits its turn (or ctx ends). Models
 // ww_mutex_lock_slow_interruptible().
 func (m *WWMutex) LockSlow(ctx context.Context, a *AcquireCtx) error {
-	if a != nil && a.acquired.Load() != 0 {
+	if a != nil && a.acquired != 0 {
 		return errSlowHeld
 	}
 	return m.lock(ctx, a, true)
@@ -210,12 +239,11 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 			return errCtxClass
 		}
 	}
-	m.mu.Lock()
-	if a != nil && m.owner == a {
-		m.mu.Unlock()
+	// Only a's own goroutine makes m's holder a, so this read needs no lock (the
+	// kernel reads ww->ctx with READ_ONCE for the same check).
+	if h := m.state.Load(); a != nil && h != nil && h.ctx == a {
 		return ErrAlready
 	}
-	m.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -224,6 +252,15 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 		m.dep.AcquireNest(lockdep.Exclusive, &a.dep)
 	} else {
 		m.dep.Acquire(lockdep.Exclusive)
+	}
+	if a != nil && a.acquired == 0 && a.wounded.Load() {
+		a.wounded.Store(false) // a fresh or backed-off transaction forgets old wounds
+	}
+	if m.state.CompareAndSwap(nil, holderOf(a, false)) {
+		if a != nil {
+			a.acquired++
+		}
+		return nil
 	}
 	if err := m.acquire(ctx, a, slow); err != nil {
 		m.dep.Release()
@@ -235,17 +272,26 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 	return nil
 }
 
-// acquire is the state machine behind Lock: take the lock if it is free and nobody
-// waits, else queue and wait, re-checking the kill rules at every wake-up.
+// acquire is the slow path behind Lock: take the lock if it came free, else mark
+// the holder contended, queue and wait, re-checking the kill rules at every wake-up.
 func (m *WWMutex) acquire(ctx context.Context, a *AcquireCtx, slow bool) error {
 	m.mu.Lock()
-	if a != nil && a.acquired.Load() == 0 {
-		a.wounded.Store(false) // a fresh or backed-off transaction forgets old wounds
-	}
-	if !m.locked && len(m.waiters) == 0 {
-		m.take(a)
-		m.mu.Unlock()
-		return nil
+	for {
+		h := m.state.Load()
+		if h == nil {
+			// Free, hence (state is never nil with waiters) nobody waits.
+			if m.state.CompareAndSwap(nil, holderOf(a, false)) {
+				if a != nil {
+					a.acquired++
+				}
+				m.mu.Unlock()
+				return nil
+			}
+			continue
+		}
+		if h.contended || m.state.CompareAndSwap(h, holderOf(h.ctx, true)) {
+			break // the holder's Unlock now hands over under mu
+		}
 	}
 	w := &wwWaiter{ctx: a, grant: make(chan struct{}), nudge: make(chan struct{}, 1)}
 	pos := m.enqueue(w)
@@ -271,7 +317,7 @@ func (m *WWMutex) acquire(ctx context.Context, a *AcquireCtx, slow bool) error {
 			m.mu.Lock()
 			if w.granted {
 				// Handed over as we gave up: pass it on, so giving up changes nothing.
-				m.release()
+				m.releaseLocked()
 			} else {
 				m.dequeue(w)
 			}
@@ -292,16 +338,6 @@ func (m *WWMutex) acquire(ctx context.Context, a *AcquireCtx, slow bool) error {
 	}
 }
 
-// take makes a the holder. Called with mu held.
-func (m *WWMutex) take(a *AcquireCtx) {
-	m.locked, m.owner = true, a
-	if a == nil {
-		return
-	}
-	a.acquired.Add(1)
-	m.checkWaiters(a)
-}
-
 // checkWaiters applies the class's rule after a acquired m while others wait: under
 // wound-wait an older waiter that holds locks wounds a; under wait-die younger
 // waiters that hold locks are nudged, so that they die. Models
@@ -315,13 +351,13 @@ func (m *WWMutex) checkWaiters(a *AcquireCtx) {
 		case WoundWait:
 			// The waiter must hold a lock (__ww_mutex_wound checks its
 			// acquired count, not a's): one that holds nothing is in no cycle.
-			if w.ctx.acquired.Load() > 0 && a.youngerThan(w.ctx) {
+			if w.ctx.acquired > 0 && a.youngerThan(w.ctx) {
 				a.wounded.Store(true)
 				a.nudge()
 				return
 			}
 		case WaitDie:
-			if w.ctx.youngerThan(a) && w.ctx.acquired.Load() > 0 {
+			if w.ctx.youngerThan(a) && w.ctx.acquired > 0 {
 				w.poke()
 			}
 		}
@@ -363,10 +399,24 @@ func (m *WWMutex) index(w *wwWaiter) int {
 	return -1
 }
 
+// dequeue removes w; when the last waiter leaves, the holder is uncontended again,
+// so its Unlock can take the fast path. Called with mu held.
 func (m *WWMutex) dequeue(w *wwWaiter) {
 	if i := m.index(w); i >= 0 {
 		m.waiters = append(m.waiters[:i], m.waiters[i+1:]...)
 	}
+	if h := m.state.Load(); len(m.waiters) == 0 && h != nil && h.contended {
+		// Safe as a plain store: no fast path changes a contended state.
+		m.state.Store(holderOf(h.ctx, false))
+	}
+}
+
+// owner is the holder's context, read under mu by the kill rules.
+func (m *WWMutex) owner() *AcquireCtx {
+	if h := m.state.Load(); h != nil {
+		return h.ctx
+	}
+	return nil
 }
 
 // mustBackOff is __ww_mutex_check_kill: a context that holds nothing never backs
@@ -378,13 +428,13 @@ func (m *WWMutex) dequeue(w *wwWaiter) {
 // so a younger context waiter can be ahead here, and the stamps are compared.
 func (m *WWMutex) mustBackOff(w *wwWaiter, pos int) bool {
 	a := w.ctx
-	if a == nil || a.acquired.Load() == 0 {
+	if a == nil || a.acquired == 0 {
 		return false
 	}
 	if m.class.alg == WoundWait {
 		return a.wounded.Load()
 	}
-	if m.owner != nil && a.youngerThan(m.owner) {
+	if o := m.owner(); o != nil && a.youngerThan(o) {
 		return true
 	}
 	for _, p := range m.waiters[:pos] {
@@ -404,13 +454,13 @@ func (m *WWMutex) afterEnqueue(w *wwWaiter, pos int) {
 	}
 	switch m.class.alg {
 	case WoundWait:
-		if o := m.owner; o != nil && o.youngerThan(w.ctx) && w.ctx.acquired.Load() > 0 {
+		if o := m.owner(); o != nil && o.youngerThan(w.ctx) && w.ctx.acquired > 0 {
 			o.wounded.Store(true)
 			o.nudge()
 		}
 	case WaitDie:
 		for _, p := range m.waiters[pos+1:] {
-			if p.ctx != nil && p.ctx.acquired.Load() > 0 {
+			if p.ctx != nil && p.ctx.acquired > 0 {
 				p.poke()
 			}
 		}
@@ -424,16 +474,15 @@ func (m *WWMutex) TryLock(a *AcquireCtx) bool {
 	if a != nil && (a.finished || a.done || a.class != m.class) {
 		return false
 	}
-	m.mu.Lock()
-	if a != nil && a.acquired.Load() == 0 {
+	if a != nil && a.acquired == 0 && a.wounded.Load() {
 		a.wounded.Store(false)
 	}
-	if m.locked || len(m.waiters) > 0 {
-		m.mu.Unlock()
-		return false
+	if !m.state.CompareAndSwap(nil, holderOf(a, false)) {
+		return false // held, or handed to a waiter
 	}
-	m.take(a)
-	m.mu.Unlock()
+	if a != nil {
+		a.acquired++
+	}
 	m.dep.TryAcquired(lockdep.Exclusive) // a trylock orders nothing, nest or not
 	return true
 }
@@ -442,26 +491,39 @@ func (m *WWMutex) TryLock(a *AcquireCtx) bool {
 // panics, as sync.Mutex's does (lockdep reports it first). Models ww_mutex_unlock().
 func (m *WWMutex) Unlock() {
 	m.dep.Release()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.locked {
+	h := m.state.Load()
+	if h == nil {
 		panic("resv: unlock of unlocked ww mutex")
 	}
-	m.release()
+	if !h.contended && m.state.CompareAndSwap(h, nil) {
+		if h.ctx != nil {
+			h.ctx.acquired--
+		}
+		return
+	}
+	m.mu.Lock() // someone waits (or just queued): hand over
+	m.releaseLocked()
+	m.mu.Unlock()
 }
 
-// release drops the holder and hands the lock to the first waiter. Called with mu.
-func (m *WWMutex) release() {
-	if m.owner != nil {
-		m.owner.acquired.Add(-1)
+// releaseLocked drops the holder and hands the lock to the first waiter, which
+// becomes the holder before it wakes. Called with mu held.
+func (m *WWMutex) releaseLocked() {
+	h := m.state.Load()
+	if h.ctx != nil {
+		h.ctx.acquired--
 	}
-	m.locked, m.owner = false, nil
 	if len(m.waiters) == 0 {
+		m.state.Store(nil)
 		return
 	}
 	w := m.waiters[0]
 	m.waiters = m.waiters[1:]
 	w.granted = true
-	m.take(w.ctx)
+	m.state.Store(holderOf(w.ctx, len(m.waiters) > 0))
+	if w.ctx != nil {
+		w.ctx.acquired++
+		m.checkWaiters(w.ctx)
+	}
 	close(w.grant)
 }

@@ -18,12 +18,15 @@ import (
 type Array struct {
 	Fence // must be first: AsArray converts a *Fence back
 
-	fences  []*Fence
-	pending atomic.Int32
-	errSet  atomic.Bool // the first error has been recorded in Fence.err
-	cbs     []Callback
-	ops     Ops
+	fences   []*Fence
+	pending  atomic.Int32
+	firstErr atomic.Pointer[error] // the first error seen; &noError once settled without one
+	cbs      []Callback
+	ops      Ops
 }
+
+// noError marks an array that completed with no error (see settle).
+var noError error
 
 // NewArray returns an array fence over fences, on context ctx with the given seqno
 // (use AllocContexts(1) and 1 when the array has no timeline of its own). The array
@@ -74,6 +77,9 @@ func (a *Array) enableSignaling(*Fence) bool {
 		if err := f.addCallback(&a.cbs[i], a.entrySignalled); err != nil {
 			a.recordError(f.Error())
 			if a.pending.Add(-1) == 0 {
+				if err := a.settle(); err != nil {
+					a.Fence.err = err // a.Fence.mu is held; the core signals on false
+				}
 				return false
 			}
 		}
@@ -85,18 +91,30 @@ func (a *Array) enableSignaling(*Fence) bool {
 func (a *Array) entrySignalled(f *Fence, _ *Callback) {
 	a.recordError(f.Error())
 	if a.pending.Add(-1) == 0 {
+		if err := a.settle(); err != nil {
+			_ = a.Fence.SetError(err)
+		}
 		_ = a.Fence.Signal()
 	}
 }
 
-// recordError keeps the first error, as the kernel's cmpxchg on PENDING_ERROR does.
-// It runs either under a.Fence.mu (enable) or from an entry callback; the flag
-// makes exactly one writer win, and the write happens before the array is
-// signalled, which publishes it.
+// recordError keeps the first error, as the kernel's cmpxchg(error, PENDING_ERROR,
+// err) does. It runs under a.Fence.mu (enable) or from an entry callback (without
+// it), so it only records: the array's own error is written under its lock, by
+// whoever completes it, from settle.
 func (a *Array) recordError(err error) {
-	if err != nil && a.errSet.CompareAndSwap(false, true) {
-		a.Fence.err = err
+	if err != nil {
+		a.firstErr.CompareAndSwap(nil, &err)
 	}
+}
+
+// settle closes error recording when the array completes, as the kernel's
+// cmpxchg(error, PENDING_ERROR, 0) does, so that a fence signalling with an error
+// after a signal-on-any array completed does not change the array's error. It
+// returns the first error, or nil.
+func (a *Array) settle() error {
+	a.firstErr.CompareAndSwap(nil, &noError)
+	return *a.firstErr.Load()
 }
 
 // signaledPoll is the array's Signaled hook: with signalling enabled it trusts the
@@ -104,7 +122,15 @@ func (a *Array) recordError(err error) {
 // the kernel's poll path does not).
 func (a *Array) signaledPoll(*Fence) bool {
 	if a.Fence.flags.Load()&flagEnableSignal != 0 {
-		return a.pending.Load() <= 0
+		if a.pending.Load() > 0 {
+			return false
+		}
+		// Completed, and the callback that completed it may not have signalled
+		// yet: signal with the error it recorded (the hook runs without the lock).
+		if err := a.settle(); err != nil {
+			_ = a.Fence.SetError(err)
+		}
+		return true
 	}
 	need := int(a.pending.Load())
 	for _, f := range a.fences {

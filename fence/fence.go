@@ -38,6 +38,12 @@ type Fence struct {
 	done chan struct{} // guarded by mu; made by the first waiter, closed on signal
 	leak *leakState    // set at creation when the context checks for leaks
 	data any           // the driver's, from NewWithData; immutable
+
+	// waiters and doneOut are what Put and LeakCheck count as waiting besides
+	// callbacks: goroutines blocked in Wait, and a channel Done handed out (its
+	// holder may wait on it for as long as f is pending). Guarded by mu.
+	waiters int
+	doneOut bool
 }
 
 const (
@@ -222,11 +228,19 @@ func (f *Fence) Done() <-chan struct{} {
 	if f.signaled() || !f.enableLocked() {
 		return closedChan
 	}
-	if f.done == nil {
-		f.done = make(chan struct{})
+	if !f.doneOut {
+		f.doneOut = true
 		if f.leak != nil {
 			f.leak.pending.Add(1)
 		}
+	}
+	return f.doneLocked()
+}
+
+// doneLocked returns the waiters' channel, making it on first use.
+func (f *Fence) doneLocked() chan struct{} {
+	if f.done == nil {
+		f.done = make(chan struct{})
 	}
 	return f.done
 }
@@ -242,11 +256,48 @@ func (f *Fence) Wait(ctx context.Context) error {
 	if f.IsSignaled() {
 		return nil
 	}
+	done := f.addWaiter()
+	if done == nil {
+		return nil
+	}
 	select {
-	case <-f.Done():
+	case <-done:
 		return nil
 	case <-ctx.Done():
+		f.removeWaiter()
 		return ctx.Err()
+	}
+}
+
+// addWaiter counts the calling goroutine as blocked in Wait and returns the
+// channel to block on, or nil if f has signalled (enabling signalling may do it).
+// Like the waiter dma_fence_default_wait() queues, it makes a release of the last
+// reference a release with pending signals.
+func (f *Fence) addWaiter() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.signaled() || !f.enableLocked() {
+		return nil
+	}
+	f.waiters++
+	if f.leak != nil {
+		f.leak.pending.Add(1)
+	}
+	return f.doneLocked()
+}
+
+// removeWaiter undoes addWaiter for a Wait that gives up, as the kernel removes
+// its waiter on a timeout, so that giving up changes nothing: neither Put nor
+// LeakCheck will count a waiter that has gone.
+func (f *Fence) removeWaiter() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.signaled() {
+		return // nothing is pending any more
+	}
+	f.waiters--
+	if f.leak != nil {
+		f.leak.pending.Add(-1)
 	}
 }
 
@@ -284,7 +335,8 @@ func (f *Fence) Get() *Fence {
 }
 
 // Put drops a reference. The last one runs the Release hook; if f is then still
-// unsignalled with callbacks queued, it is first reported to lockdep
+// unsignalled with callbacks queued or waiters (a goroutine blocked in Wait, a
+// channel handed out by Done), it is first reported to lockdep
 // (KindFenceLeak), given ErrDeadlock and signalled, as the kernel's
 // dma_fence_release() does. Models dma_fence_put().
 func (f *Fence) Put() {
@@ -292,7 +344,7 @@ func (f *Fence) Put() {
 		return
 	}
 	f.mu.Lock()
-	pending := !f.signaled() && (!f.cbs.empty() || f.done != nil)
+	pending := !f.signaled() && (!f.cbs.empty() || f.waiters > 0 || f.doneOut)
 	f.mu.Unlock()
 	if pending {
 		f.ctx.Checker().FenceLeaked(f.Describe() + ": released with pending signals")

@@ -10,7 +10,7 @@ import (
 // leakState is what a fence's cleanup needs, kept apart from the fence so that the
 // cleanup does not keep the fence reachable.
 type leakState struct {
-	pending atomic.Int32 // waiters' channel plus queued callbacks; 0 once signalled
+	pending atomic.Int32 // blocked Waits, a handed-out Done channel, queued callbacks; 0 once signalled
 	desc    string
 	checker *lockdep.Checker
 }

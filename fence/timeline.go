@@ -2,6 +2,7 @@ package fence
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -72,6 +73,18 @@ func (t *Timeline) Point(value uint32) *Fence {
 // reaches. Their callbacks run in the calling goroutine, after the timeline's lock
 // is dropped, so a callback may create points. Models SW_SYNC_IOC_INC.
 func (t *Timeline) Inc(n uint32) {
+	// sw_sync_ioctl_inc() applies n above INT_MAX as INT_MAX steps: in one larger
+	// step a pending point would compare (wrap-aware) as still ahead of the new
+	// value and be skipped.
+	for n > math.MaxInt32 {
+		t.inc(math.MaxInt32)
+		n -= math.MaxInt32
+	}
+	t.inc(n)
+}
+
+// inc is one step of Inc, n <= INT_MAX. Models sync_timeline_signal().
+func (t *Timeline) inc(n uint32) {
 	t.mu.Lock()
 	t.value += n
 	i := 0

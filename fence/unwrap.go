@@ -43,8 +43,9 @@ func Unwrap(f *Fence) iter.Seq[*Fence] {
 // unsignalled leaves (see Unwrap), with at most one fence per context (the later
 // one). It returns a signalled stub whose timestamp is the latest of the
 // signalled leaves when nothing is pending, the fence itself when one is left, and an
-// array on a new context otherwise. The inputs are not changed. Models
-// dma_fence_unwrap_merge().
+// array on a new context otherwise; each is a reference of the caller's own, as in
+// the kernel, so the fence left alone gets a Get. The inputs are not changed.
+// Models dma_fence_unwrap_merge().
 func Merge(fences ...*Fence) *Fence {
 	var pending []*Fence
 	var latest time.Time
@@ -64,7 +65,9 @@ func Merge(fences ...*Fence) *Fence {
 	case 0:
 		return NewSignaled(latest)
 	case 1:
-		return pending[0]
+		// A reference of the caller's own, as for the stub and the array, so that
+		// a kernel-style Put of the result does not drop the input's.
+		return pending[0].Get()
 	}
 	return &NewArray(pending, AllocContexts(1), 1, false).Fence
 }

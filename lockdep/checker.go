@@ -23,10 +23,9 @@ type Checker struct {
 	reportAll atomic.Bool
 	tokens    atomic.Uint64 // BeginSignalling tokens
 
-	tasks   sync.Map // goroutine id (int64) -> *task
-	ntasks  atomic.Int64
-	sweepAt atomic.Int64
-	sweepMu sync.Mutex
+	tasks   atomic.Pointer[taskTable] // goroutine id -> *task; replaced under tasksMu
+	tasksMu sync.Mutex
+	sweepAt int // guarded by tasksMu: table size that triggers a sweep
 
 	chains atomic.Pointer[chainTable] // written under mu, read without it
 
@@ -76,7 +75,8 @@ func NewChecker(opts ...Option) *Checker {
 	c.reclaimMap = Map{Class: FSReclaim, Checker: c}
 	c.mmuMap = Map{Class: MMUNotifier, Checker: c}
 	c.chains.Store(newChainTable(256))
-	c.sweepAt.Store(sweepFloor)
+	c.tasks.Store(newTaskTable(64))
+	c.sweepAt = sweepFloor
 	c.SetHandler(Log(os.Stderr))
 	c.on.Store(true)
 	for _, o := range opts {

@@ -49,8 +49,7 @@ const sweepFloor = 1024
 func (c *Checker) task() *task {
 	id := goid.Get()
 	gen := c.gen.Load()
-	if v, ok := c.tasks.Load(id); ok {
-		t := v.(*task)
+	if t := c.tasks.Load().get(id); t != nil {
 		if t.state.Load() == taskActive || t.state.CompareAndSwap(taskIdle, taskActive) {
 			if t.gen != gen {
 				t.reset(gen)
@@ -60,10 +59,13 @@ func (c *Checker) task() *task {
 		// Swept while idle: a fresh task replaces it.
 	}
 	t := &task{id: id, gen: gen, held: make([]held, 0, 8)}
-	c.tasks.Store(id, t)
-	if n := c.ntasks.Add(1); n > c.sweepAt.Load() {
-		c.sweep()
+	c.tasksMu.Lock()
+	defer c.tasksMu.Unlock()
+	tbl := c.tasks.Load()
+	if tbl.live+1 > c.sweepAt {
+		tbl = c.sweep(tbl)
 	}
+	c.tasks.Store(tbl.put(id, t))
 	return t
 }
 
@@ -83,21 +85,77 @@ func (t *task) reset(gen uint64) {
 	t.gen = gen
 }
 
-// sweep retires idle tasks. Goroutine ids are never reused, so without it every
-// goroutine that ever took a lock would stay in the table.
-func (c *Checker) sweep() {
-	if !c.sweepMu.TryLock() {
-		return
-	}
-	defer c.sweepMu.Unlock()
-	c.tasks.Range(func(k, v any) bool {
-		t := v.(*task)
-		if t.state.CompareAndSwap(taskIdle, taskDead) && c.tasks.CompareAndDelete(k, v) {
-			c.ntasks.Add(-1)
+// sweep retires idle tasks and returns a table without them. Goroutine ids are
+// never reused, so without it every goroutine that ever took a lock would stay in
+// the table. Called with tasksMu held.
+func (c *Checker) sweep(old *taskTable) *taskTable {
+	var keep []*task
+	for i := range old.vals {
+		if t := old.vals[i].Load(); t != nil && !t.state.CompareAndSwap(taskIdle, taskDead) && t.state.Load() != taskDead {
+			keep = append(keep, t)
 		}
-		return true
-	})
-	c.sweepAt.Store(max(sweepFloor, 2*c.ntasks.Load()))
+	}
+	nt := newTaskTable(max(64, 4*len(keep)))
+	for _, t := range keep {
+		nt = nt.put(t.id, t)
+	}
+	c.sweepAt = max(sweepFloor, 2*len(keep))
+	return nt
+}
+
+// taskTable maps goroutine ids to tasks. Readers probe it without a lock; writers
+// hold tasksMu, write a value before its key, and publish a larger copy when it
+// fills, as the chain cache does. A reader holding an old copy may find a task the
+// sweeper retired; the task's state tells it so.
+type taskTable struct {
+	keys []atomic.Int64 // goroutine ids; 0 = empty (ids start at 1)
+	vals []atomic.Pointer[task]
+	mask uint64
+	live int // entries, guarded by tasksMu
+}
+
+func newTaskTable(size int) *taskTable {
+	n := 1
+	for n < size {
+		n <<= 1
+	}
+	return &taskTable{keys: make([]atomic.Int64, n), vals: make([]atomic.Pointer[task], n), mask: uint64(n - 1)}
+}
+
+func (t *taskTable) get(id int64) *task {
+	for i := mix(uint64(id)) & t.mask; ; i = (i + 1) & t.mask {
+		switch t.keys[i].Load() {
+		case id:
+			return t.vals[i].Load()
+		case 0:
+			return nil
+		}
+	}
+}
+
+// put adds or replaces id's task and returns the table to publish.
+func (t *taskTable) put(id int64, tk *task) *taskTable {
+	if 2*(t.live+1) > len(t.keys) {
+		g := newTaskTable(2 * len(t.keys))
+		for i := range t.keys {
+			if k := t.keys[i].Load(); k != 0 {
+				g = g.put(k, t.vals[i].Load())
+			}
+		}
+		t = g
+	}
+	for i := mix(uint64(id)) & t.mask; ; i = (i + 1) & t.mask {
+		switch t.keys[i].Load() {
+		case id:
+			t.vals[i].Store(tk)
+			return t
+		case 0:
+			t.vals[i].Store(tk)
+			t.keys[i].Store(id)
+			t.live++
+			return t
+		}
+	}
 }
 
 // find returns the index of the innermost entry for m, or -1.

@@ -12,17 +12,30 @@ import (
 // The first error seen among the fences becomes the array's error, "first" being
 // index order for fences already signalled when signalling is enabled and then the
 // order in which callbacks fire. The array signals in the goroutine that signalled
-// its last (or first) fence; the kernel defers that to irq_work, which a goroutine
-// model does not need. Arrays must be flat: an array or chain among the fences is
+// its last (or first) fence; the kernel defers that to irq_work, so that the array's
+// lock is never taken under a fence's lock while enabling holds the array's lock
+// and takes the fences'. Here a fence that completes the array while signalling is
+// being enabled leaves the signal to the enabling side instead. Arrays must be flat: an array or chain among the fences is
 // not refused but defeats Unwrap and Merge, as the kernel warns.
 type Array struct {
 	Fence // must be first: AsArray converts a *Fence back
 
 	fences   []*Fence
 	pending  atomic.Int32
+	enabling atomic.Bool           // enableSignaling is queueing callbacks, holding the array's lock
 	firstErr atomic.Pointer[error] // the first error seen; &noError once settled without one
 	cbs      []Callback
-	ops      Ops
+}
+
+// arrayOps is shared by every array: the hooks find theirs with AsArray.
+var arrayOps = &Ops{
+	EnableSignaling: func(f *Fence) bool { return AsArray(f).enableSignaling() },
+	Signaled:        func(f *Fence) bool { return AsArray(f).signaledPoll() },
+	SetDeadline: func(f *Fence, t time.Time) {
+		for _, e := range AsArray(f).fences {
+			e.SetDeadline(t)
+		}
+	},
 }
 
 // noError marks an array that completed with no error (see settle).
@@ -38,23 +51,13 @@ func NewArray(fences []*Fence, ctx uint64, seqno uint64, signalOnAny bool) *Arra
 		n = 1
 	}
 	a.pending.Store(n)
-	a.ops = Ops{
-		EnableSignaling: a.enableSignaling,
-		Signaled:        a.signaledPoll,
-		SetDeadline: func(_ *Fence, t time.Time) {
-			for _, f := range a.fences {
-				f.SetDeadline(t)
-			}
-		},
-	}
-	fc := &Context{id: ctx, driver: "dma_fence_array", timeline: "unbound", checker: checkerOf(fences)}
-	a.Fence.ctx, a.Fence.ops, a.Fence.seqno = fc, &a.ops, seqno
-	a.Fence.refs.Store(1)
+	fc := &Context{id: ctx, driver: "dma_fence_array", timeline: "unbound", checker: checkerOf(fences), ops: arrayOps}
+	a.Fence.ctx, a.Fence.seqno = fc, seqno
 	a.Fence.flags.Store(flagArray)
 	if len(fences) == 0 {
 		// Nothing to wait for: the kernel warns; an empty array is complete.
 		a.Fence.flags.Or(flagEnableSignal)
-		_ = a.Fence.signalLocked(time.Now())
+		_ = a.Fence.signalLocked(now())
 	}
 	return a
 }
@@ -72,30 +75,38 @@ func (a *Array) Fences() []*Fence { return a.fences }
 
 // enableSignaling runs with a.Fence.mu held: it queues a callback on every fence,
 // counting those already signalled. Returning false signals the array at once.
-func (a *Array) enableSignaling(*Fence) bool {
+func (a *Array) enableSignaling() bool {
+	a.enabling.Store(true)
 	for i, f := range a.fences {
 		if err := f.addCallback(&a.cbs[i], a.entrySignalled); err != nil {
 			a.recordError(f.Error())
-			if a.pending.Add(-1) == 0 {
-				if err := a.settle(); err != nil {
-					a.Fence.err = err // a.Fence.mu is held; the core signals on false
-				}
-				return false
-			}
+			a.pending.Add(-1)
 		}
 	}
-	return true
+	// Whoever sees the count at zero after this store signals: a callback that
+	// reached zero while we were enabling left it to us (Go's atomics are
+	// sequentially consistent, so one of us sees the other).
+	a.enabling.Store(false)
+	if a.pending.Load() > 0 {
+		return true
+	}
+	if err := a.settle(); err != nil {
+		a.Fence.err = err // a.Fence.mu is held; the core signals on false
+	}
+	return false
 }
 
-// entrySignalled runs in the goroutine that signalled one of the fences.
+// entrySignalled runs in the goroutine that signalled one of the fences, with that
+// fence's lock held.
 func (a *Array) entrySignalled(f *Fence, _ *Callback) {
 	a.recordError(f.Error())
-	if a.pending.Add(-1) == 0 {
-		if err := a.settle(); err != nil {
-			_ = a.Fence.SetError(err)
-		}
-		_ = a.Fence.Signal()
+	if a.pending.Add(-1) != 0 || a.enabling.Load() {
+		return // not complete, or enableSignaling signals (it holds our lock)
 	}
+	if err := a.settle(); err != nil {
+		_ = a.Fence.SetError(err)
+	}
+	_ = a.Fence.Signal()
 }
 
 // recordError keeps the first error, as the kernel's cmpxchg(error, PENDING_ERROR,
@@ -120,7 +131,7 @@ func (a *Array) settle() error {
 // signaledPoll is the array's Signaled hook: with signalling enabled it trusts the
 // count; otherwise it counts signalled fences itself (without copying errors, as
 // the kernel's poll path does not).
-func (a *Array) signaledPoll(*Fence) bool {
+func (a *Array) signaledPoll() bool {
 	if a.Fence.flags.Load()&flagEnableSignal != 0 {
 		if a.pending.Load() > 0 {
 			return false

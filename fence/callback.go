@@ -19,38 +19,43 @@ type CallbackFunc func(f *Fence, cb *Callback)
 
 func (cb *Callback) reset() { cb.prev, cb.next, cb.fence, cb.fn = nil, nil, nil, nil }
 
-// cbList is a FIFO of callbacks, linked through the entries themselves.
-type cbList struct{ head, tail *Callback }
+// cbList is a FIFO of callbacks, linked through the entries themselves: next runs
+// head to tail and ends in nil; prev is circular, so head.prev is the tail and one
+// pointer holds the list.
+type cbList struct{ head *Callback }
 
 func (l *cbList) empty() bool { return l.head == nil }
 
 func (l *cbList) push(cb *Callback) {
-	cb.prev, cb.next = l.tail, nil
-	if l.tail == nil {
-		l.head = cb
-	} else {
-		l.tail.next = cb
+	cb.next = nil
+	if l.head == nil {
+		cb.prev, l.head = cb, cb
+		return
 	}
-	l.tail = cb
+	tail := l.head.prev
+	cb.prev, tail.next, l.head.prev = tail, cb, cb
 }
 
 func (l *cbList) remove(cb *Callback) {
-	if cb.prev == nil {
+	if cb == l.head {
 		l.head = cb.next
-	} else {
-		cb.prev.next = cb.next
+		if l.head != nil {
+			l.head.prev = cb.prev
+		}
+		return
 	}
-	if cb.next == nil {
-		l.tail = cb.prev
-	} else {
+	cb.prev.next = cb.next
+	if cb.next != nil {
 		cb.next.prev = cb.prev
+	} else {
+		l.head.prev = cb.prev // cb was the tail
 	}
 }
 
 // take empties the list and returns its first entry; the rest follow through next.
 func (l *cbList) take() *Callback {
 	h := l.head
-	l.head, l.tail = nil, nil
+	l.head = nil
 	return h
 }
 

@@ -24,47 +24,43 @@ type Chain struct {
 	prevSeqno uint64
 	payload   *Fence
 	cb        Callback
-	ops       Ops
+}
+
+// chainOps is shared by every chain point: the hooks find theirs with AsChain.
+var chainOps = &Ops{
+	EnableSignaling: func(f *Fence) bool { return AsChain(f).enableSignaling() },
+	Signaled:        func(f *Fence) bool { return AsChain(f).signaledPoll() },
+	SetDeadline: func(f *Fence, t time.Time) {
+		for p := range AsChain(f).All() {
+			Contained(p).SetDeadline(t)
+		}
+	},
 }
 
 // NewChain returns a chain point for payload after prev (nil for the first point)
 // with the given seqno. If prev is a chain and seqno is later than it, the point
-// joins prev's context; otherwise it starts a new context and, after a chain, keeps
-// the larger seqno so a timeline never goes backwards. Models
-// dma_fence_chain_init().
+// joins prev's context (one Context per timeline, shared by its points); otherwise
+// it starts a new context and, after a chain, keeps the larger seqno so a timeline
+// never goes backwards. Models dma_fence_chain_init().
 func NewChain(prev, payload *Fence, seqno uint64) *Chain {
 	c := &Chain{payload: payload}
 	c.prev.Store(prev)
-	ctxID := uint64(0)
+	var fc *Context
 	if pc := AsChain(prev); pc != nil && seqnoLater(true, seqno, pc.seqno) {
-		ctxID = pc.ctx.id
+		fc = pc.ctx
 		c.prevSeqno = pc.seqno
 	} else {
-		ctxID = AllocContexts(1)
 		if pc != nil && pc.seqno > seqno {
 			seqno = pc.seqno
 		}
+		var chk *lockdep.Checker
+		if payload != nil {
+			chk = payload.ctx.checker
+		}
+		fc = &Context{id: AllocContexts(1), driver: "dma_fence_chain", timeline: "unbound",
+			checker: chk, seqno64: true, ops: chainOps}
 	}
-	c.ops = Ops{
-		EnableSignaling: c.enableSignaling,
-		Signaled:        c.signaledPoll,
-		SetDeadline: func(_ *Fence, t time.Time) {
-			for f := range c.All() {
-				if ch := AsChain(f); ch != nil {
-					ch.payload.SetDeadline(t)
-				} else {
-					f.SetDeadline(t)
-				}
-			}
-		},
-	}
-	var chk *lockdep.Checker
-	if payload != nil {
-		chk = payload.ctx.checker
-	}
-	fc := &Context{id: ctxID, driver: "dma_fence_chain", timeline: "unbound", checker: chk, seqno64: true}
-	c.Fence.ctx, c.Fence.ops, c.Fence.seqno = fc, &c.ops, seqno
-	c.Fence.refs.Store(1)
+	c.Fence.ctx, c.Fence.seqno = fc, seqno
 	c.Fence.flags.Store(flagChain)
 	return c
 }
@@ -156,7 +152,7 @@ func (c *Chain) FindSeqno(seqno uint64) (*Fence, error) {
 // enableSignaling runs with c.Fence.mu held. It queues c's one callback on the
 // newest payload still pending, walking from c (its own payload first); if none is pending, c has
 // completed (false: signal now). Models dma_fence_chain_enable_signaling().
-func (c *Chain) enableSignaling(*Fence) bool {
+func (c *Chain) enableSignaling() bool {
 	for f := range c.All() {
 		if Contained(f).addCallback(&c.cb, c.payloadSignalled) == nil {
 			return true
@@ -180,7 +176,7 @@ func (c *Chain) payloadSignalled(*Fence, *Callback) {
 
 // signaledPoll is the chain's Signaled hook: true when every payload the walk
 // reaches has signalled.
-func (c *Chain) signaledPoll(*Fence) bool {
+func (c *Chain) signaledPoll() bool {
 	for f := range c.All() {
 		if !Contained(f).IsSignaled() {
 			return false

@@ -24,7 +24,8 @@ type Ops struct {
 	// EnableSignaling is called once, the first time someone needs the fence to
 	// signal on its own (a callback, a wait, EnableSignaling), with the fence's lock
 	// held. Returning false means the fence has already completed: it is signalled
-	// at once (set an error first if it failed).
+	// at once (if the work failed, record that first with f.SetErrorLocked, as
+	// SetError would take the lock the hook already runs under).
 	EnableSignaling func(f *Fence) bool
 	// Signaled polls the hardware: true means the fence has completed, and
 	// IsSignaled then signals it.
@@ -120,8 +121,7 @@ func (c *Context) Checker() *lockdep.Checker {
 // New returns an unsignalled fence on c with the given seqno. Models
 // dma_fence_init().
 func (c *Context) New(seqno uint64) *Fence {
-	f := &Fence{ctx: c, seqno: seqno, ops: c.ops}
-	f.refs.Store(1)
+	f := &Fence{ctx: c, seqno: seqno}
 	if c.leaks {
 		f.watchLeaks()
 	}

@@ -3,6 +3,7 @@ package fence
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,32 +27,47 @@ import (
 // A Fence must not be copied.
 type Fence struct {
 	flags atomic.Uint32
-	refs  atomic.Int32
-	ctx   *Context
-	ops   *Ops
+	refs  atomic.Int32 // references minus one, so that the zero value is one
+	ctx   *Context     // also holds the ops: the kernel's fence->ops
 	seqno uint64
 
 	mu   sync.Mutex
 	err  error         // guarded by mu until signalled, then immutable
-	ts   time.Time     // guarded by mu until signalled, then immutable
-	cbs  cbList        // guarded by mu; empty once signalled
-	done chan struct{} // guarded by mu; made by the first waiter, closed on signal
+	ts   int64         // guarded by mu until signalled, then immutable; see stamp
+	cbs  cbList        // guarded by mu; empty once signalled; waiters first
+	done chan struct{} // guarded by mu; made by Done, closed on signal
 	leak *leakState    // set at creation when the context checks for leaks
 	data any           // the driver's, from NewWithData; immutable
-
-	// waiters and doneOut are what Put and LeakCheck count as waiting besides
-	// callbacks: goroutines blocked in Wait, and a channel Done handed out (its
-	// holder may wait on it for as long as f is pending). Guarded by mu.
-	waiters int
-	doneOut bool
 }
+
+// The layout above is 96 bytes, a size class below a channel's 112: creating and
+// signalling a fence is the unit the whole model is built of.
 
 const (
 	flagSignaled uint32 = 1 << iota
 	flagEnableSignal
 	flagArray
 	flagChain
+	flagDoneOut // Done handed out a channel: its holder counts as a waiter (under mu)
 )
+
+// epoch anchors timestamps: a fence stores its timestamp as nanoseconds since
+// epoch, read from the monotonic clock alone (one clock read where time.Now takes
+// two), and Timestamp turns it back into a time.Time. A timestamp given to
+// SignalTimestamp without a monotonic reading keeps its wall clock exactly.
+var epoch = time.Now()
+
+// zeroStamp stands for the zero time.Time.
+const zeroStamp = math.MinInt64
+
+func stamp(t time.Time) int64 {
+	if t.IsZero() {
+		return zeroStamp
+	}
+	return int64(t.Sub(epoch))
+}
+
+func (f *Fence) ops() *Ops { return f.ctx.ops }
 
 // Context returns the fence's context.
 func (f *Fence) Context() *Context { return f.ctx }
@@ -72,7 +88,12 @@ func (f *Fence) signaled() bool { return f.flags.Load()&flagSignaled != 0 }
 // callbacks run, in the order they were added, in the calling goroutine. Signalling
 // a fence twice returns an error wrapping ErrInvalid and changes nothing. Models
 // dma_fence_signal(), including its signalling-section annotation.
-func (f *Fence) Signal() error { return f.SignalTimestamp(time.Now()) }
+func (f *Fence) Signal() error {
+	if f == nil {
+		return ErrInvalid
+	}
+	return f.signalAt(int64(time.Since(epoch)))
+}
 
 // SignalTimestamp signals f with the given timestamp. Models
 // dma_fence_signal_timestamp().
@@ -80,6 +101,10 @@ func (f *Fence) SignalTimestamp(ts time.Time) error {
 	if f == nil {
 		return ErrInvalid
 	}
+	return f.signalAt(stamp(ts))
+}
+
+func (f *Fence) signalAt(ts int64) error {
 	if f.signaled() {
 		return errSignalTwice
 	}
@@ -92,10 +117,12 @@ func (f *Fence) SignalTimestamp(ts time.Time) error {
 	return err
 }
 
+func now() int64 { return int64(time.Since(epoch)) }
+
 // signalLocked is dma_fence_signal_timestamp_locked(): callbacks run with f.mu held,
 // as the kernel runs them under the fence lock. A callback must therefore not call
 // RemoveCallback, SetError, EnableSignaling or SetDeadline on the same fence.
-func (f *Fence) signalLocked(ts time.Time) error {
+func (f *Fence) signalLocked(ts int64) error {
 	if f.signaled() {
 		return errSignalTwice
 	}
@@ -115,6 +142,20 @@ func (f *Fence) signalLocked(ts time.Time) error {
 		fn(f, cb)
 		cb = next
 	}
+	return nil
+}
+
+// SetErrorLocked is SetError for a driver hook that runs with f's lock held:
+// EnableSignaling, when it returns false because the work already failed. Models
+// dma_fence_set_error() called under the fence lock.
+func (f *Fence) SetErrorLocked(err error) error {
+	if err == nil {
+		return errNilError
+	}
+	if f.signaled() {
+		return errLateError
+	}
+	f.err = err
 	return nil
 }
 
@@ -164,21 +205,27 @@ func (f *Fence) Timestamp() (time.Time, bool) {
 	if !f.signaled() {
 		return time.Time{}, false
 	}
-	return f.ts, true
+	if f.ts == zeroStamp {
+		return time.Time{}, true
+	}
+	return epoch.Add(time.Duration(f.ts)), true
 }
 
 // IsSignaled reports whether f has signalled, first polling the driver's Signaled
 // hook, and signalling f if it says so. It never enables signalling. Models
 // dma_fence_is_signaled().
 func (f *Fence) IsSignaled() bool {
-	if f.signaled() {
-		return true
+	// Small enough to inline: reservation walks call it for every fence.
+	return f.signaled() || (f.ctx.ops != nil && f.poll())
+}
+
+// poll asks the driver's Signaled hook, if there is one, and signals f if it says so.
+func (f *Fence) poll() bool {
+	if f.ctx.ops.Signaled == nil || !f.ctx.ops.Signaled(f) {
+		return false
 	}
-	if f.ops != nil && f.ops.Signaled != nil && f.ops.Signaled(f) {
-		_ = f.Signal() // a concurrent signal may win; either way it is signalled
-		return true
-	}
-	return false
+	_ = f.Signal() // a concurrent signal may win; either way it is signalled
+	return true
 }
 
 // EnableSignaling asks f to signal on its own: it calls the driver's
@@ -199,9 +246,9 @@ func (f *Fence) enableLocked() bool {
 	if was&flagSignaled != 0 {
 		return false
 	}
-	if was&flagEnableSignal == 0 && f.ops != nil && f.ops.EnableSignaling != nil {
-		if !f.ops.EnableSignaling(f) {
-			_ = f.signalLocked(time.Now())
+	if ops := f.ops(); was&flagEnableSignal == 0 && ops != nil && ops.EnableSignaling != nil {
+		if !ops.EnableSignaling(f) {
+			_ = f.signalLocked(now())
 			return false
 		}
 	}
@@ -211,8 +258,8 @@ func (f *Fence) enableLocked() bool {
 // SetDeadline passes the hint that f is wanted by t to the driver, if it has the
 // hook and f is still pending. Models dma_fence_set_deadline().
 func (f *Fence) SetDeadline(t time.Time) {
-	if f.ops != nil && f.ops.SetDeadline != nil && !f.IsSignaled() {
-		f.ops.SetDeadline(f, t)
+	if ops := f.ops(); ops != nil && ops.SetDeadline != nil && !f.IsSignaled() {
+		ops.SetDeadline(f, t)
 	}
 }
 
@@ -228,17 +275,12 @@ func (f *Fence) Done() <-chan struct{} {
 	if f.signaled() || !f.enableLocked() {
 		return closedChan
 	}
-	if !f.doneOut {
-		f.doneOut = true
+	if f.flags.Load()&flagDoneOut == 0 {
+		f.flags.Or(flagDoneOut)
 		if f.leak != nil {
 			f.leak.pending.Add(1)
 		}
 	}
-	return f.doneLocked()
-}
-
-// doneLocked returns the waiters' channel, making it on first use.
-func (f *Fence) doneLocked() chan struct{} {
 	if f.done == nil {
 		f.done = make(chan struct{})
 	}
@@ -260,30 +302,43 @@ func (f *Fence) Wait(ctx context.Context) error {
 	if done == nil {
 		return nil
 	}
+	d := ctx.Done()
+	if d == nil { // context.Background: a plain receive, cheaper than a select
+		<-done
+		return nil
+	}
 	select {
 	case <-done:
 		return nil
-	case <-ctx.Done():
+	case <-d:
 		f.removeWaiter()
 		return ctx.Err()
 	}
 }
 
+// Goroutines blocked in Wait are counted in the high bits of flags (changed under
+// mu), which keeps the fence at 96 bytes.
+const waiterOne = 1 << 8
+
 // addWaiter counts the calling goroutine as blocked in Wait and returns the
 // channel to block on, or nil if f has signalled (enabling signalling may do it).
-// Like the waiter dma_fence_default_wait() queues, it makes a release of the last
-// reference a release with pending signals.
+// Like the waiter dma_fence_default_wait() queues, a counted waiter makes a release
+// of the last reference a release with pending signals. Sleeping waiters wake before
+// the callbacks run, as the kernel queues them at the head.
 func (f *Fence) addWaiter() chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.signaled() || !f.enableLocked() {
 		return nil
 	}
-	f.waiters++
+	f.flags.Add(waiterOne)
 	if f.leak != nil {
 		f.leak.pending.Add(1)
 	}
-	return f.doneLocked()
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	return f.done
 }
 
 // removeWaiter undoes addWaiter for a Wait that gives up, as the kernel removes
@@ -295,7 +350,7 @@ func (f *Fence) removeWaiter() {
 	if f.signaled() {
 		return // nothing is pending any more
 	}
-	f.waiters--
+	f.flags.Add(^uint32(waiterOne - 1)) // minus waiterOne
 	if f.leak != nil {
 		f.leak.pending.Add(-1)
 	}
@@ -340,18 +395,18 @@ func (f *Fence) Get() *Fence {
 // (KindFenceLeak), given ErrDeadlock and signalled, as the kernel's
 // dma_fence_release() does. Models dma_fence_put().
 func (f *Fence) Put() {
-	if f.refs.Add(-1) != 0 {
-		return
+	if f.refs.Add(-1) != -1 {
+		return // references are stored minus one
 	}
 	f.mu.Lock()
-	pending := !f.signaled() && (!f.cbs.empty() || f.waiters > 0 || f.doneOut)
+	pending := !f.signaled() && (!f.cbs.empty() || f.flags.Load()&^(waiterOne-1) != 0 || f.flags.Load()&flagDoneOut != 0)
 	f.mu.Unlock()
 	if pending {
 		f.ctx.Checker().FenceLeaked(f.Describe() + ": released with pending signals")
 		_ = f.SetError(ErrDeadlock)
 		_ = f.Signal()
 	}
-	if f.ops != nil && f.ops.Release != nil {
-		f.ops.Release(f)
+	if ops := f.ops(); ops != nil && ops.Release != nil {
+		ops.Release(f)
 	}
 }

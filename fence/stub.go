@@ -26,7 +26,7 @@ func Stub() *Fence {
 func NewSignaled(ts time.Time) *Fence {
 	f := stubContext.New(0)
 	f.flags.Store(flagEnableSignal)
-	f.ts = ts
+	f.ts = stamp(ts)
 	f.flags.Or(flagSignaled)
 	return f
 }

@@ -5,7 +5,6 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"time"
 )
 
 // A Timeline is a software timeline: a counter, and fences (points) that signal
@@ -17,6 +16,7 @@ import (
 type Timeline struct {
 	ctx *Context
 
+	sigMu   sync.Mutex // held while Inc or Close signal points: one signaller at a time
 	mu      sync.Mutex
 	value   uint32   // guarded by mu
 	pending []*Fence // guarded by mu; sorted by seqno
@@ -51,12 +51,12 @@ func (t *Timeline) Point(value uint32) *Fence {
 	if t.closed {
 		f.err = ErrNoEntry
 		f.flags.Or(flagEnableSignal)
-		_ = f.signalLocked(time.Now())
+		_ = f.signalLocked(now())
 		return f
 	}
 	if !seqnoLater(false, uint64(value), uint64(t.value)) {
 		f.flags.Or(flagEnableSignal)
-		_ = f.signalLocked(time.Now())
+		_ = f.signalLocked(now())
 		return f
 	}
 	i, found := slices.BinarySearchFunc(t.pending, value, func(p *Fence, v uint32) int {
@@ -71,8 +71,14 @@ func (t *Timeline) Point(value uint32) *Fence {
 
 // Inc advances the counter by n and signals, in value order, every point it
 // reaches. Their callbacks run in the calling goroutine, after the timeline's lock
-// is dropped, so a callback may create points. Models SW_SYNC_IOC_INC.
+// is dropped, so a callback may create points; it must not Inc or Close the same
+// timeline (the kernel would deadlock on its timeline lock). Models SW_SYNC_IOC_INC.
 func (t *Timeline) Inc(n uint32) {
+	// Points signal in value order even when two goroutines Inc at once: the
+	// kernel signals under the timeline lock; here sigMu orders the signalling
+	// while mu is free, so that callbacks may create points.
+	t.sigMu.Lock()
+	defer t.sigMu.Unlock()
 	// sw_sync_ioctl_inc() applies n above INT_MAX as INT_MAX steps: in one larger
 	// step a pending point would compare (wrap-aware) as still ahead of the new
 	// value and be skipped.
@@ -102,6 +108,8 @@ func (t *Timeline) inc(n uint32) {
 // Close signals every pending point with ErrNoEntry, as closing the sw_sync file
 // does. Points made later are born signalled with that error.
 func (t *Timeline) Close() {
+	t.sigMu.Lock()
+	defer t.sigMu.Unlock()
 	t.mu.Lock()
 	t.closed = true
 	due := t.pending

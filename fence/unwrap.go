@@ -47,17 +47,27 @@ func Unwrap(f *Fence) iter.Seq[*Fence] {
 // the kernel, so the fence left alone gets a Get. The inputs are not changed.
 // Models dma_fence_unwrap_merge().
 func Merge(fences ...*Fence) *Fence {
-	var pending []*Fence
+	pending := make([]*Fence, 0, len(fences))
 	var latest time.Time
-	for _, f := range fences {
-		for leaf := range Unwrap(f) {
-			if leaf.IsSignaled() {
-				if ts, _ := leaf.Timestamp(); ts.After(latest) {
-					latest = ts
-				}
-				continue
+	leaf := func(f *Fence) {
+		if f.IsSignaled() {
+			if ts, _ := f.Timestamp(); ts.After(latest) {
+				latest = ts
 			}
-			pending = append(pending, leaf)
+			return
+		}
+		pending = append(pending, f)
+	}
+	for _, f := range fences {
+		if f == nil {
+			continue
+		}
+		if AsChain(f) == nil && AsArray(f) == nil {
+			leaf(f) // a plain fence: no iterator needed
+			continue
+		}
+		for l := range Unwrap(f) {
+			leaf(l)
 		}
 	}
 	pending = Dedup(pending)
@@ -76,7 +86,7 @@ func Merge(fences ...*Fence) *Fence {
 // returning the shortened slice (it reuses the backing array). Models
 // dma_fence_dedup_array().
 func Dedup(fences []*Fence) []*Fence {
-	slices.SortStableFunc(fences, func(a, b *Fence) int {
+	slices.SortFunc(fences, func(a, b *Fence) int {
 		if c := cmp.Compare(a.ctx.id, b.ctx.id); c != 0 {
 			return c
 		}

@@ -172,7 +172,7 @@ func (q *Queue) submit(payload any) (*Job, error) {
 	if err != nil {
 		q.ring.Release(1)
 		if errors.Is(err, sched.ErrKilled) {
-			return nil, ErrBanned
+			return nil, q.refusal()
 		}
 		return nil, err
 	}
@@ -183,17 +183,30 @@ func (q *Queue) submit(payload any) (*Job, error) {
 		q.mu.Unlock()
 		q.ring.Release(1)
 		_ = sj.Cleanup()
-		return nil, ErrBanned
+		return nil, q.refusal()
 	}
 	_ = sj.Arm() // the point of no return
 	j.done = q.done.NewWithData(sj.Seqno(), j)
 	q.inflight = append(q.inflight, j)
+	// Push under the same lock as Arm (drm_sched_job_arm's rule): otherwise two
+	// pushers can queue their jobs out of seqno order, and the LR fences of the
+	// queue's timeline would complete out of order.
+	err = sj.Push()
 	q.mu.Unlock()
-	if err := sj.Push(); err != nil {
+	if err != nil {
 		j.Complete(ErrBanned)
-		return nil, ErrBanned
+		return nil, q.refusal()
 	}
 	return j, nil
+}
+
+// refusal is the error of a push that got ring space but found the queue closed
+// or banned meanwhile (say, while it waited): it says which, and why.
+func (q *Queue) refusal() error {
+	if err := q.usable(); err != nil {
+		return err
+	}
+	return ErrBanned
 }
 
 // runJob writes the job to the ring and returns no hardware fence: the scheduler's

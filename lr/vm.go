@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/gpusync/gpusync/fence"
@@ -303,6 +304,15 @@ func (vm *VM) rebind() error {
 			return err
 		}
 	}
+	// Whether a preemption failed is known only now: the preempt worker bans the
+	// queue before it signals the fence. A failed queue is not resumed, and if no
+	// queue is left the evicted buffers stay evicted, as when nothing was
+	// preempted; deciding it before the waits made revalidation a race with the
+	// preempt worker.
+	states = slices.DeleteFunc(states, func(st *queueState) bool { return st.q.Err() != nil })
+	if len(states) == 0 {
+		return nil
+	}
 	vm.mu.Lock()
 	var evicted []*resv.Object
 	for bo := range vm.evicted {
@@ -358,7 +368,11 @@ func (vm *VM) banAll(err error) {
 }
 
 // Close stops the VM's workers and waits for them. Queues are closed by their
-// owners.
+// owners. A preempt fence still pending is signalled with ErrClosed and its queue
+// is banned (if it was not already): without the workers nobody else would signal
+// it, and external buffers outlive the VM, so a later eviction would wait for it
+// forever; banning the queue is what makes the signal true, since a banned queue
+// never runs again.
 func (vm *VM) Close() {
 	vm.mu.Lock()
 	if vm.closed {
@@ -369,4 +383,15 @@ func (vm *VM) Close() {
 	vm.mu.Unlock()
 	close(vm.stop)
 	vm.wg.Wait()
+	vm.mu.Lock()
+	states := append([]*queueState(nil), vm.queues...)
+	vm.mu.Unlock()
+	for _, st := range states {
+		if st.pf.IsSignaled() {
+			continue
+		}
+		st.q.Fail(ErrClosed)
+		_ = st.pf.SetError(ErrClosed)
+		_ = st.pf.Signal()
+	}
 }

@@ -1,0 +1,281 @@
+package lr_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/lockdep/lockdeptest"
+	"github.com/gpusync/gpusync/lr"
+	"github.com/gpusync/gpusync/resv"
+)
+
+// The preempt-fence state machine: armed -> triggered -> signalled -> replaced by
+// a fresh armed fence (re-armed); or signalled with an error, which bans the queue.
+// Every test runs in a synctest bubble: synctest.Wait lets the preempt and rebind
+// workers settle, with no sleeps.
+
+func TestPreemptFenceArmedIsBookkeepInEveryReservation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		r := newRig(t, lockdeptest.New(t), 4)
+		late := resv.NewObject(r.chk) // bound after the queue: gets the current fence too
+		require.NoError(t, r.vm.AddBuffer(ctx, late))
+
+		pf := r.vm.PreemptFence(r.q)
+		require.NotNil(t, pf)
+		assert.Same(t, r.q, pf.Queue())
+		assert.False(t, pf.IsLongRunning(), "a preempt fence is an ordinary, bounded dma fence")
+		for _, bo := range append(r.objects(), late) {
+			assert.Equal(t, map[*fence.Fence]resv.Usage{pf.Fence: resv.Bookkeep}, fencesOf(t, bo))
+			assert.Empty(t, bo.GetFences(resv.Read), "implicit sync must not see a preempt fence")
+		}
+
+		j, err := r.q.Push(ctx, "kernel")
+		require.NoError(t, err)
+		synctest.Wait()
+		assert.False(t, pf.Triggered())
+		assert.False(t, pf.IsSignaled())
+		s, w, res := r.eng.counts()
+		assert.Equal(t, [3]int{0, 0, 0}, [3]int{s, w, res}, "nobody waited: the queue runs undisturbed")
+		assert.Equal(t, []*lr.Job{j}, r.eng.runs())
+		assert.NoError(t, r.q.Err())
+		assert.Equal(t, 0, r.vm.Rebinds())
+
+		other := newQueue(t, r.chk, &engine{}, 1)
+		assert.Nil(t, r.vm.PreemptFence(other), "a queue not in the VM has no preempt fence")
+	})
+}
+
+func TestPreemptFenceTriggerSuspendsOnce(t *testing.T) {
+	triggers := []struct {
+		name string
+		do   func(t *testing.T, r *rig, pf *lr.PreemptFence)
+	}{
+		{"EnableSignaling", func(_ *testing.T, _ *rig, pf *lr.PreemptFence) { pf.EnableSignaling() }},
+		{"Wait", func(_ *testing.T, _ *rig, pf *lr.PreemptFence) {
+			go func() { _ = pf.Wait(context.Background()) }()
+		}},
+		{"Done", func(_ *testing.T, _ *rig, pf *lr.PreemptFence) { _ = pf.Done() }},
+		{"AddCallback", func(t *testing.T, _ *rig, pf *lr.PreemptFence) {
+			require.NoError(t, pf.AddCallback(new(fence.Callback), func(*fence.Fence, *fence.Callback) {}))
+		}},
+		{"resv.Wait(Bookkeep)", func(_ *testing.T, r *rig, _ *lr.PreemptFence) {
+			go func() { _ = r.bo.Wait(context.Background(), resv.Bookkeep) }()
+		}},
+	}
+	for _, tc := range triggers {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hold := make(chan struct{})
+				r := newRig(t, lockdeptest.New(t), 4, func(r *rig) { r.eng.hold = hold })
+				pf := r.vm.PreemptFence(r.q)
+
+				tc.do(t, r, pf)
+				synctest.Wait()
+				s, w, res := r.eng.counts()
+				assert.Equal(t, [3]int{1, 1, 0}, [3]int{s, w, res}, "suspend called, waiting for the queue to get off")
+				assert.True(t, pf.Triggered())
+				assert.False(t, pf.IsSignaled(), "not before the queue is suspended")
+
+				// More waiters start nothing new.
+				pf.EnableSignaling()
+				go func() { _ = pf.Wait(context.Background()) }()
+				synctest.Wait()
+				s, _, _ = r.eng.counts()
+				assert.Equal(t, 1, s, "Suspend is called exactly once per preempt fence")
+
+				close(hold)
+				synctest.Wait()
+				assert.True(t, pf.IsSignaled())
+				assert.NoError(t, pf.Error())
+			})
+		})
+	}
+}
+
+func TestPreemptFenceWaitThatGivesUpChangesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hold := make(chan struct{})
+		r := newRig(t, lockdeptest.New(t), 4, func(r *rig) { r.eng.hold = hold })
+		pf := r.vm.PreemptFence(r.q)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 1)
+		defer cancel()
+		assert.ErrorIs(t, r.bo.Wait(ctx, resv.Bookkeep), context.DeadlineExceeded)
+		synctest.Wait()
+		// The preemption it started goes on: a preempt fence that was asked to
+		// signal must signal.
+		assert.True(t, pf.Triggered())
+		close(hold)
+		synctest.Wait()
+		assert.True(t, pf.IsSignaled())
+		assert.Equal(t, 1, r.vm.Rebinds())
+	})
+}
+
+func TestPreemptFenceSignalResumesWithFreshFence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		hold := make(chan struct{})
+		r := newRig(t, lockdeptest.New(t), 4, func(r *rig) { r.eng.hold = hold })
+		j, err := r.q.Push(ctx, "kernel")
+		require.NoError(t, err)
+		old := r.vm.PreemptFence(r.q)
+
+		old.EnableSignaling()
+		synctest.Wait()
+		_, _, res := r.eng.counts()
+		assert.Equal(t, 0, res, "no resume before the queue is off the hardware")
+		assert.Same(t, old, r.vm.PreemptFence(r.q))
+
+		close(hold)
+		synctest.Wait()
+		require.True(t, old.IsSignaled())
+		assert.NoError(t, old.Error())
+		s, w, res := r.eng.counts()
+		assert.Equal(t, [3]int{1, 1, 1}, [3]int{s, w, res})
+		assert.Equal(t, 1, r.vm.Rebinds())
+
+		fresh := r.vm.PreemptFence(r.q)
+		require.NotSame(t, old, fresh)
+		assert.Equal(t, old.Context().ID(), fresh.Context().ID(), "same preempt timeline")
+		assert.Equal(t, old.Seqno()+1, fresh.Seqno())
+		assert.False(t, fresh.Triggered())
+		assert.False(t, fresh.IsSignaled())
+		for _, bo := range r.objects() {
+			assert.Equal(t, map[*fence.Fence]resv.Usage{fresh.Fence: resv.Bookkeep}, fencesOf(t, bo),
+				"the fresh fence replaces the old one")
+		}
+
+		// The job was preempted, not killed: it still runs and completes normally.
+		assert.False(t, j.Done().IsSignaled())
+		assert.NoError(t, r.q.Err())
+		assert.Empty(t, r.mem.moves(), "nothing was evicted: nothing to revalidate")
+		j2, err := r.q.Push(ctx, "next")
+		require.NoError(t, err)
+		j.Complete(nil)
+		j2.Complete(nil)
+		assert.NoError(t, j.Done().Error())
+		assert.NoError(t, j2.Done().Error())
+	})
+}
+
+func TestPreemptFenceRearms(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		r := newRig(t, lockdeptest.New(t), 4)
+		j, err := r.q.Push(ctx, "kernel")
+		require.NoError(t, err)
+		first := r.vm.PreemptFence(r.q)
+
+		for cycle := 1; cycle <= 3; cycle++ {
+			pf := r.vm.PreemptFence(r.q)
+			require.NoError(t, r.vm.Evict(ctx, r.bo))
+			assert.True(t, pf.IsSignaled(), "cycle %d: eviction returns once the queue is suspended", cycle)
+			synctest.Wait()
+
+			s, w, res := r.eng.counts()
+			assert.Equal(t, [3]int{cycle, cycle, cycle}, [3]int{s, w, res}, "cycle %d", cycle)
+			assert.Equal(t, cycle, r.vm.Rebinds())
+			fresh := r.vm.PreemptFence(r.q)
+			assert.Equal(t, first.Seqno()+uint64(cycle), fresh.Seqno(), "cycle %d", cycle)
+			assert.Equal(t, first.Context().ID(), fresh.Context().ID())
+			for _, bo := range r.objects() {
+				assert.Equal(t, map[*fence.Fence]resv.Usage{fresh.Fence: resv.Bookkeep}, fencesOf(t, bo), "cycle %d", cycle)
+			}
+			assert.False(t, r.vm.IsEvicted(r.bo), "cycle %d: revalidated before the resume", cycle)
+			assert.Len(t, r.mem.moves(), cycle)
+		}
+		assert.False(t, j.Done().IsSignaled(), "three preemptions, the job still runs")
+	})
+}
+
+func TestPreemptFenceErrorBansQueue(t *testing.T) {
+	cases := []struct {
+		name      string
+		inject    func(e *engine)
+		wantWaits int
+		wantErr   error
+	}{
+		{"Suspend fails", func(e *engine) { e.suspendErr = errInjected }, 0, errInjected},
+		{"SuspendWait fails", func(e *engine) { e.waitErr = errInjected }, 1, errInjected},
+		{"queue reset before preemption", nil, 0, lr.ErrQueueReset},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				r := newRig(t, lockdeptest.New(t), 4)
+				j1, err := r.q.Push(ctx, "a")
+				require.NoError(t, err)
+				j2, err := r.q.Push(ctx, "b")
+				require.NoError(t, err)
+				synctest.Wait()
+				pf := r.vm.PreemptFence(r.q)
+
+				banErr := tc.wantErr
+				if tc.inject != nil {
+					tc.inject(r.eng)
+				} else {
+					r.q.Fail(errInjected) // a hardware fault kills the queue first
+					banErr = errInjected
+				}
+				pf.EnableSignaling()
+				synctest.Wait()
+
+				require.True(t, pf.IsSignaled())
+				assert.ErrorIs(t, pf.Error(), tc.wantErr, "the preempt fence carries the failure")
+				s, w, res := r.eng.counts()
+				assert.Equal(t, [3]int{1, tc.wantWaits, 0}, [3]int{s, w, res}, "suspend, wait, resume calls")
+				assert.ErrorIs(t, r.q.Err(), banErr)
+
+				for _, j := range []*lr.Job{j1, j2} {
+					require.True(t, j.Done().IsSignaled(), "an in-flight LR fence completes")
+					assert.ErrorIs(t, j.Done().Error(), banErr)
+				}
+				assert.Equal(t, 0, r.q.Inflight())
+				_, err = r.q.Push(ctx, "c")
+				assert.ErrorIs(t, err, lr.ErrBanned)
+				assert.ErrorIs(t, err, banErr, "the ban says why")
+				_, err = r.q.TryPush("d")
+				assert.ErrorIs(t, err, lr.ErrBanned)
+
+				// A banned queue is not resumed and gets no fresh preempt fence; the
+				// failed one stays, signalled, so eviction no longer waits for it.
+				assert.Same(t, pf, r.vm.PreemptFence(r.q))
+				assert.Equal(t, 0, r.vm.Rebinds())
+				for _, bo := range r.objects() {
+					assert.True(t, bo.TestSignaled(resv.Bookkeep))
+				}
+				require.NoError(t, r.vm.Evict(ctx, r.bo))
+				synctest.Wait()
+				s, _, res = r.eng.counts()
+				assert.Equal(t, [2]int{1, 0}, [2]int{s, res}, "a banned queue is not preempted again")
+			})
+		})
+	}
+}
+
+func TestPreemptFenceErrorFromEvictionBansQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		r := newRig(t, lockdeptest.New(t), 2, func(r *rig) { r.eng.waitErr = errInjected })
+		j, err := r.q.Push(ctx, "a")
+		require.NoError(t, err)
+
+		require.NoError(t, r.vm.Evict(ctx, r.bo), "the queue is off the hardware either way: the move may go on")
+		synctest.Wait()
+		assert.ErrorIs(t, j.Done().Error(), errInjected)
+		assert.True(t, errors.Is(r.q.Err(), errInjected))
+		_, err = r.q.Push(ctx, "b")
+		assert.ErrorIs(t, err, lr.ErrBanned)
+		_, _, res := r.eng.counts()
+		assert.Equal(t, 0, res)
+	})
+}

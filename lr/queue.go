@@ -17,7 +17,9 @@ import (
 type QueueOps struct {
 	// Run writes the job to the ring; the hardware then runs it for as long as it
 	// takes, and the driver calls Job.Complete when it finished. Run is called from
-	// the scheduler's RunJob, inside a fence signalling section.
+	// the scheduler's RunJob, inside a fence signalling section. To report a
+	// failure, return an error (the job completes with it); Run must not call
+	// Queue.Fail or Close, which wait for the scheduler's run worker it runs on.
 	Run func(j *Job) error
 	// Suspend starts preempting the queue off the hardware; it must not block.
 	Suspend func(q *Queue) error

@@ -141,11 +141,25 @@ func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 	vm.queues = append(vm.queues, st)
 	st.pf = vm.newPreemptFence(q)
 	pf := st.pf
+	// A preemption already in flight (another queue's fence triggered, its rebind
+	// not done) means buffers may be moving: the new queue must stop too, so its
+	// fence is triggered at once, as xe_vm_add_compute_exec_queue() does.
+	inFlight := false
+	for _, other := range vm.queues {
+		// Triggered and not yet replaced by the rebind worker: suspending, or
+		// suspended while buffers move. A banned queue's fence stays triggered.
+		if other != st && other.pf.Triggered() && other.q.Err() == nil {
+			inFlight = true
+		}
+	}
 	vm.mu.Unlock()
 	for _, bo := range vm.objects() {
 		if err := addBookkeep(ctx, bo, []*fence.Fence{pf.Fence}); err != nil {
 			return err
 		}
+	}
+	if inFlight {
+		pf.EnableSignaling()
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ type Entity struct {
 	seq           uint64
 	stopped       bool
 	lastScheduled *fence.Fence   // finished fence of the last popped job
-	killTail      *fence.Fence   // after a kill: the finished fence the next killed job follows
+	lastPushed    *fence.Fence   // finished fence of the last job pushed: a job killed at Push follows it
 	changed       chan struct{}  // closed and replaced when the queue shrinks or the entity stops
 	waiting       bool           // guarded by sched.mu: a dependency callback is pending
 	depFence      *fence.Fence   // the pending dependency (run worker and its callback)
@@ -230,9 +230,6 @@ func (e *Entity) Kill() {
 	for _, j := range jobs {
 		prev = j.kill(prev)
 	}
-	e.mu.Lock()
-	e.killTail = prev
-	e.mu.Unlock()
 }
 
 // Destroy flushes the entity (waiting for its queue to drain, or until ctx ends)

@@ -62,12 +62,22 @@ const (
 )
 
 // NewJob makes a job of the given credits for entity e. Zero credits, or more than
-// the scheduler's limit, is an error wrapping ErrInvalid (the kernel clamps an
-// oversized job when it is picked; refusing it here names the bug where it is
-// made). Models drm_sched_job_init().
+// the limit of a scheduler the entity may run on, is an error wrapping ErrInvalid
+// (the kernel clamps an oversized job when it is picked; refusing it here names the
+// bug where it is made). Models drm_sched_job_init().
 func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
 	e.mu.Lock()
 	s, stopped := e.sched, e.stopped
+	var limit uint32
+	if s != nil {
+		// Arm may move an idle entity to any scheduler of its list: a job that
+		// does not fit the smallest ring would wait for credits forever there, and
+		// stall every entity behind it.
+		limit = s.cfg.CreditLimit
+		for _, x := range e.schedList {
+			limit = min(limit, x.cfg.CreditLimit)
+		}
+	}
 	e.mu.Unlock()
 	switch {
 	case s == nil:
@@ -76,8 +86,8 @@ func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
 		return nil, ErrKilled
 	case credits == 0:
 		return nil, errCreditsZero
-	case credits > s.cfg.CreditLimit:
-		return nil, fmt.Errorf("%w: %d credits above the limit of %d", ErrInvalid, credits, s.cfg.CreditLimit)
+	case credits > limit:
+		return nil, fmt.Errorf("%w: %d credits above the limit of %d", ErrInvalid, credits, limit)
 	}
 	return &Job{Payload: payload, entity: e, credits: credits}, nil
 }
@@ -222,21 +232,21 @@ func (j *Job) Push() error {
 	e, s := j.entity, j.sched
 	j.submitTS = time.Now()
 	j.traceStart()
+	// Traced before the job is visible, as drm_sched_entity_push_job traces
+	// drm_sched_job_queue first: once queued, the run worker may pick it at once.
+	s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: j.submitTS})
 	e.mu.Lock()
+	// A job killed here follows the job pushed before it, whatever became of
+	// that one: still queued (a Kill in progress kills it), killed, or running.
+	prev := e.lastPushed
+	e.lastPushed = j.finished
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
-	if e.stopped || closed {
-		prev := e.killTail
-		if prev == nil {
-			prev = e.lastScheduled
-		}
+	if stopped := e.stopped; stopped || closed {
 		e.mu.Unlock()
-		tail := j.kill(prev)
-		e.mu.Lock()
-		e.killTail = tail
-		e.mu.Unlock()
-		if closed && !e.stopped {
+		j.kill(prev)
+		if !stopped {
 			return ErrClosed
 		}
 		return ErrKilled
@@ -252,7 +262,6 @@ func (j *Job) Push() error {
 	}
 	e.mu.Unlock()
 	s.score.Add(1)
-	s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: j.submitTS})
 	kick(s.runK)
 	return nil
 }

@@ -76,7 +76,6 @@ type Scheduler struct {
 
 	score   atomic.Int64 // load-balancing score: entities on the rq plus queued jobs
 	credits atomic.Int64 // credits charged (kept outside mu: completions run in fence callbacks)
-	jobSeq  atomic.Uint64
 
 	mu         sync.Mutex
 	rq         *runQueue
@@ -270,6 +269,13 @@ func (s *Scheduler) runOne(e *Entity) bool {
 	job.traceRun(func() { hw, err = s.cfg.Ops.RunJob(job) })
 	s.checker.EndSignalling(cookie)
 	e.popMu.Unlock()
+	if err == nil && hw != nil && !hw.IsLongRunning() {
+		// drm_sched_fence_scheduled() stores the parent before it signals: whoever
+		// waited for the scheduled fence may read Parent.
+		s.mu.Lock()
+		job.parent = hw
+		s.mu.Unlock()
+	}
 	_ = job.scheduled.SignalTimestamp(job.startTS)
 	s.attachHW(job, hw, err)
 	return true
@@ -287,10 +293,7 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 		// The finished fence is a dma fence: following a long-running fence would
 		// export unbounded work as one. LR drivers return nil (see package lr).
 		s.jobDone(job, errLongRunningHW)
-	default:
-		s.mu.Lock()
-		job.parent = hw
-		s.mu.Unlock()
+	default: // job.parent is hw already (runOne)
 		if hw.AddCallbackUnbounded(&job.hwCb, job.hwDone) != nil {
 			s.jobDone(job, hw.Error())
 		}
@@ -365,6 +368,10 @@ func (s *Scheduler) freeWork() {
 	}
 	s.mu.Unlock()
 	if len(done) == 0 {
+		// A job the TDR took off the pending list returned its credits when its
+		// fence signalled, with nothing here to retire: drm_sched_free_job_work
+		// queues the run work whether or not it freed a job.
+		kick(s.runK)
 		return
 	}
 	kick(s.tdrK)

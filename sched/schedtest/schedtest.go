@@ -34,6 +34,12 @@ type Ring struct {
 	Sched *sched.Scheduler
 	hw    *fence.Context
 
+	// sigMu is held from taking jobs off the ring until their hardware fences
+	// have signalled, so that completions by the timer, Advance and the TDR signal
+	// in ring order even when they race (the kernel's mock signals under its
+	// lock). Taken before mu.
+	sigMu sync.Mutex
+
 	mu        sync.Mutex
 	next, cur uint64      // hardware seqnos: last assigned, last completed
 	onGPU     []*Job      // in ring order
@@ -112,7 +118,8 @@ func (r *Ring) Close() {
 	r.Sched.Close()
 }
 
-// NewEntity makes an entity on this ring, destroyed when tb ends. Models
+// NewEntity makes an entity on this ring, destroyed when tb ends (flushed for at
+// most a second, then killed, as drm_mock_sched_entity_free does). Models
 // drm_mock_sched_entity_new().
 func (r *Ring) NewEntity(tb testing.TB, p sched.Priority) *sched.Entity {
 	tb.Helper()
@@ -120,7 +127,15 @@ func (r *Ring) NewEntity(tb testing.TB, p sched.Priority) *sched.Entity {
 	if err != nil {
 		tb.Fatalf("schedtest: %v", err)
 	}
-	tb.Cleanup(func() { _ = e.Destroy(context.Background()) })
+	tb.Cleanup(func() {
+		// drm_mock_sched_entity_free is drm_sched_entity_destroy, which waits at
+		// most MAX_WAIT_SCHED_ENTITY_Q_EMPTY (a second) for the queue to drain and
+		// then kills what is left: a test that ends with a job stuck behind a hung
+		// one must end, not wait forever.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = e.Destroy(ctx)
+	})
 	return e
 }
 
@@ -196,6 +211,8 @@ func (r *Ring) armLocked() {
 // tick completes, in ring order, every job whose duration has passed, stopping at
 // the first that is not due or has no duration.
 func (r *Ring) tick() {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
 	now := time.Now()
 	r.mu.Lock()
 	var due []*Job
@@ -224,8 +241,12 @@ func (j *Job) complete() {
 }
 
 // Advance completes the next n jobs on the ring, in order, whatever their
-// duration, and returns how many it completed. Models drm_mock_sched_advance().
+// duration, and returns how many it completed. Completions are serialised, so it
+// must not be called from a callback on one of this ring's fences. Models
+// drm_mock_sched_advance().
 func (r *Ring) Advance(n int) int {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
 	r.mu.Lock()
 	k := min(n, len(r.onGPU))
 	due := slices.Clone(r.onGPU[:k])
@@ -259,6 +280,8 @@ func (r *Ring) timedOutJob(sj *sched.Job) sched.Status {
 		j.mu.Unlock()
 		return sched.StatusNoHang
 	}
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
 	if r.unlink(j) {
 		j.mu.Lock()
 		j.timedOut = true
@@ -272,6 +295,8 @@ func (r *Ring) timedOutJob(sj *sched.Job) sched.Status {
 // cancelJob is used by Close for jobs still on the GPU.
 func (r *Ring) cancelJob(sj *sched.Job) {
 	j := mockJob(sj)
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
 	if r.unlink(j) {
 		j.mu.Lock()
 		j.canceled = true

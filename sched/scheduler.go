@@ -305,6 +305,11 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 func (s *Scheduler) begin(job *Job) {
 	s.mu.Lock()
 	job.tdrStart = time.Now()
+	if s.tdrOff && len(s.pending) > 0 {
+		// The timer was off (device gone): starting it again gives the head a
+		// full timeout from now, as drm_sched_start_timeout() does.
+		s.pending[0].tdrStart = job.tdrStart
+	}
 	s.pending = append(s.pending, job)
 	s.tdrOff = false
 	s.mu.Unlock()
@@ -408,15 +413,28 @@ func (s *Scheduler) Close() {
 	jobs := s.pending
 	s.pending = nil
 	s.mu.Unlock()
-	for i := len(jobs) - 1; i >= 0; i-- {
-		j := jobs[i]
-		if s.cfg.Ops.CancelJob != nil {
-			s.cfg.Ops.CancelJob(j)
-		}
+	// Detach the jobs from their hardware fences first, so that the driver's
+	// cancellations (newest first, as drm_sched_fini calls cancel_job) cannot
+	// complete one entity's jobs out of seqno order; then complete them oldest first.
+	detached := make([]bool, len(jobs))
+	for i, j := range jobs {
 		if !j.done.Load() {
-			if p := j.Parent(); p == nil || p.RemoveCallback(&j.hwCb) {
-				s.jobDone(j, ErrCanceled)
+			p := j.Parent()
+			detached[i] = p == nil || p.RemoveCallback(&j.hwCb)
+		}
+	}
+	if cancel := s.cfg.Ops.CancelJob; cancel != nil {
+		for i := len(jobs) - 1; i >= 0; i-- {
+			cancel(jobs[i])
+		}
+	}
+	for i, j := range jobs {
+		if detached[i] {
+			err := error(ErrCanceled)
+			if p := j.Parent(); p != nil && p.IsSignaled() {
+				err = p.Error() // the hardware finished it after all, or said how it ended
 			}
+			s.jobDone(j, err)
 		}
 		s.cfg.Ops.FreeJob(j)
 	}

@@ -1,18 +1,25 @@
 // Command lockdep runs each classic GPU-driver locking mistake once, against its own
-// lockdep checker, and prints the report the checker makes: the kernel-style splat
-// with -v, a one-line summary without.
+// lockdep checker (primed with the kernel's memory-management order, strict about
+// fence waits in signalling sections), and prints the report the checker makes: the
+// kernel-style splat with -v, a one-line summary without. The mistakes go through the
+// real objects: fence.Wait, resv.Object, lr fences, lockdep.Mutex.
 //
 //	go run ./examples/lockdep        # one line per mistake
 //	go run ./examples/lockdep -v     # full splats, with both lock chains and stacks
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/gpusync/gpusync/fence"
 	"github.com/gpusync/gpusync/lockdep"
+	"github.com/gpusync/gpusync/lr"
+	"github.com/gpusync/gpusync/resv"
 )
 
 // A mistake is one scenario: it breaks exactly one rule on the checker it is given.
@@ -83,18 +90,23 @@ func abba(c *lockdep.Checker) {
 }
 
 func waitInSignalling(c *lockdep.Checker) {
+	// A job's completion path waits for another fence before signalling its own.
+	other := fence.NewContext("drv", "copy", fence.WithChecker(c)).Next()
+	_ = other.Signal() // already done, so the example does not block
 	cookie := c.BeginSignalling()
-	c.MightWaitFence()
+	_ = other.Wait(context.Background()) // fence.Wait annotates dma_fence_wait
 	c.EndSignalling(cookie)
 }
 
 func lockInSignalling(c *lockdep.Checker) {
 	stats := &lockdep.Mutex{Class: statsClass, Checker: c}
+	done := fence.NewContext("drv", "gfx", fence.WithChecker(c)).Next()
+	_ = done.Signal()
 	stats.Lock()
-	c.MightWaitFence()
+	_ = done.Wait(context.Background()) // a waiter holds the stats lock
 	stats.Unlock()
 
-	cookie := c.BeginSignalling()
+	cookie := c.BeginSignalling() // the completion path takes it
 	stats.Lock()
 	stats.Unlock()
 	c.EndSignalling(cookie)
@@ -102,20 +114,29 @@ func lockInSignalling(c *lockdep.Checker) {
 
 func allocInSignalling(c *lockdep.Checker) {
 	cookie := c.BeginSignalling()
-	c.MightReclaim()
+	c.MightReclaim() // a GFP_KERNEL allocation before the fence is signalled
 	c.EndSignalling(cookie)
 }
 
 func lrInResv(c *lockdep.Checker) {
-	c.LongRunningInReservation("lr fence compute:1 seq 3 offered to bo#7")
+	job := lr.NewContext("drv", "compute", fence.WithChecker(c)).Next()
+	bo := resv.NewObject(c)
+	ctx := context.Background()
+	_ = bo.Lock(ctx, nil)
+	_ = bo.Reserve(1)
+	if err := bo.AddFence(job, resv.Write); !errors.Is(err, resv.ErrLongRunning) {
+		panic(fmt.Sprintf("AddFence of an LR fence: %v", err))
+	}
+	bo.Unlock()
+	_ = job.Signal()
 }
 
 func lrWaitUnderResv(c *lockdep.Checker) {
-	ctx := &lockdep.Map{Class: lockdep.ReservationAcquire, Checker: c}
-	bo := &lockdep.Map{Class: lockdep.Reservation, Checker: c}
-	ctx.Acquire(lockdep.Exclusive)
-	bo.AcquireNest(lockdep.Exclusive, ctx)
-	c.MightWaitLongRunning("compute:1 seq 3")
-	bo.Release()
-	ctx.Release()
+	job := lr.NewContext("drv", "compute", fence.WithChecker(c)).Next()
+	_ = job.Signal() // finished, so the example does not block
+	bo := resv.NewObject(c)
+	ctx := context.Background()
+	_ = bo.Lock(ctx, nil)
+	_ = job.Wait(ctx) // waiting for the LR job under the buffer's reservation lock
+	bo.Unlock()
 }

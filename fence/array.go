@@ -10,8 +10,10 @@ import (
 // SignalOnAny when the first one has. Models struct dma_fence_array.
 //
 // The first error seen among the fences becomes the array's error, "first" being
-// index order for fences already signalled when signalling is enabled and then the
-// order in which callbacks fire. The array signals in the goroutine that signalled
+// index order for fences already signalled when signalling is enabled (or when the
+// array is polled, where the kernel copies no error: a difference, so that an
+// array's error does not depend on who looked first) and then the order in which
+// callbacks fire. The array signals in the goroutine that signalled
 // its last (or first) fence; the kernel defers that to irq_work, so that the array's
 // lock is never taken under a fence's lock while enabling holds the array's lock
 // and takes the fences'. Here a fence that completes the array while signalling is
@@ -129,8 +131,7 @@ func (a *Array) settle() error {
 }
 
 // signaledPoll is the array's Signaled hook: with signalling enabled it trusts the
-// count; otherwise it counts signalled fences itself (without copying errors, as
-// the kernel's poll path does not).
+// count; otherwise it counts signalled fences itself.
 func (a *Array) signaledPoll() bool {
 	if a.Fence.flags.Load()&flagEnableSignal != 0 {
 		if a.pending.Load() > 0 {
@@ -143,11 +144,19 @@ func (a *Array) signaledPoll() bool {
 		}
 		return true
 	}
+	// Not enabled: count the signalled fences. The kernel's poll path does not
+	// copy their errors, so an array polled complete signals without the first
+	// error; here it records them in index order, as enabling would, because an
+	// array that completes must carry its fences' first error.
 	need := int(a.pending.Load())
 	for _, f := range a.fences {
 		if f.IsSignaled() {
+			a.recordError(f.Error())
 			need--
 			if need <= 0 {
+				if err := a.settle(); err != nil {
+					_ = a.Fence.SetError(err)
+				}
 				return true
 			}
 		}

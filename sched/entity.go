@@ -39,7 +39,7 @@ type Entity struct {
 	stopped       bool
 	lastScheduled *fence.Fence   // finished fence of the last popped job
 	lastPushed    *fence.Fence   // finished fence of the last job pushed: a job killed at Push follows it
-	changed       chan struct{}  // closed and replaced when the queue shrinks or the entity stops
+	changed       chan struct{}  // made by a waiting Flush; closed and cleared when the queue shrinks or the entity stops
 	waiting       bool           // guarded by sched.mu: a dependency callback is pending
 	depFence      *fence.Fence   // the pending dependency (run worker and its callback)
 	depCb         fence.Callback // one pending dependency at a time
@@ -63,7 +63,6 @@ func NewEntity(p Priority, scheds ...*Scheduler) (*Entity, error) {
 		finCtx:   fence.NewContext("drm_sched", name, fence.WithID(ctx+1), chk),
 		sched:    scheds[0],
 		priority: p,
-		changed:  make(chan struct{}),
 	}
 	e.rq.index = -1
 	e.rq.prio = p
@@ -142,9 +141,13 @@ func (e *Entity) peek() *Job {
 	return e.queue[0]
 }
 
+// notifyLocked wakes Flush waiters. The channel is made only when someone waits,
+// so a pop costs no allocation.
 func (e *Entity) notifyLocked() {
-	close(e.changed)
-	e.changed = make(chan struct{})
+	if e.changed != nil {
+		close(e.changed)
+		e.changed = nil
+	}
 }
 
 // selectScheduler moves an idle entity to the least loaded of its schedulers.
@@ -185,6 +188,9 @@ func (e *Entity) Flush(ctx context.Context) error {
 		if len(e.queue) == 0 || e.stopped {
 			e.mu.Unlock()
 			return nil
+		}
+		if e.changed == nil {
+			e.changed = make(chan struct{})
 		}
 		ch := e.changed
 		e.mu.Unlock()
@@ -242,23 +248,27 @@ func (e *Entity) Destroy(ctx context.Context) error {
 }
 
 // entityStats is the GPU time the entity used: the drm-engine-* keys of fdinfo.
+// Atomics: completions account from fence callbacks on any goroutine, and the
+// run worker reads the runtime for the fair policy at every pop.
 type entityStats struct {
-	mu      sync.Mutex
-	jobs    int64
-	errors  int64
-	runtime time.Duration
-	avgNs   int64
+	jobs    atomic.Int64
+	errors  atomic.Int64
+	runtime atomic.Int64 // ns
+	avgNs   atomic.Int64 // EWMA of job GPU time
 }
 
 func (e *Entity) account(d time.Duration, err error) {
-	e.stats.mu.Lock()
-	defer e.stats.mu.Unlock()
-	e.stats.jobs++
+	e.stats.jobs.Add(1)
 	if err != nil {
-		e.stats.errors++
+		e.stats.errors.Add(1)
 	}
-	e.stats.runtime += d
-	e.stats.avgNs = ewma(e.stats.avgNs, d.Nanoseconds())
+	e.stats.runtime.Add(d.Nanoseconds())
+	for {
+		old := e.stats.avgNs.Load()
+		if e.stats.avgNs.CompareAndSwap(old, ewma(old, d.Nanoseconds())) {
+			return
+		}
+	}
 }
 
 // Stats is an entity's usage.
@@ -270,9 +280,7 @@ type Stats struct {
 
 // Stats returns the entity's usage so far.
 func (e *Entity) Stats() Stats {
-	e.stats.mu.Lock()
-	defer e.stats.mu.Unlock()
-	return Stats{Jobs: e.stats.jobs, Errors: e.stats.errors, Runtime: e.stats.runtime}
+	return Stats{Jobs: e.stats.jobs.Load(), Errors: e.stats.errors.Load(), Runtime: time.Duration(e.stats.runtime.Load())}
 }
 
 // Fdinfo returns the entity's GPU time as the drm-engine key of

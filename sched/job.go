@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gpusync/gpusync/fence"
 	"github.com/gpusync/gpusync/resv"
@@ -230,18 +231,22 @@ func (j *Job) Push() error {
 		return ErrState
 	}
 	e, s := j.entity, j.sched
-	j.submitTS = time.Now()
+	if s.cfg.Policy == PolicyFIFO || s.cfg.Tracer != nil {
+		j.submitTS = time.Now() // the FIFO key and the queued event's time; skipped otherwise
+	}
 	j.traceStart()
 	// Traced before the job is visible, as drm_sched_entity_push_job traces
 	// drm_sched_job_queue first: once queued, the run worker may pick it at once.
-	s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: j.submitTS})
+	if s.cfg.Tracer != nil {
+		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: j.submitTS})
+	}
 	e.mu.Lock()
 	// A job killed here follows the job pushed before it, whatever became of
 	// that one: still queued (a Kill in progress kills it), killed, or running.
 	prev := e.lastPushed
 	e.lastPushed = j.finished
 	s.mu.Lock()
-	closed := s.closed
+	closed := s.closed.Load()
 	s.mu.Unlock()
 	if stopped := e.stopped; stopped || closed {
 		e.mu.Unlock()
@@ -266,11 +271,7 @@ func (j *Job) Push() error {
 	return nil
 }
 
-func (e *Entity) avgNs() int64 {
-	e.stats.mu.Lock()
-	defer e.stats.mu.Unlock()
-	return e.stats.avgNs
-}
+func (e *Entity) avgNs() int64 { return e.stats.avgNs.Load() }
 
 // nextDependency returns the next fence the job waits for: its own dependencies in
 // order, then whatever PrepareJob hands back. Run worker only.
@@ -307,14 +308,16 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		if dep.IsSignaled() {
 			continue
 		}
-		s.trace(Event{Kind: EventDependency, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno,
-			DepContext: dep.Context().ID(), DepSeqno: dep.Seqno()})
+		if s.cfg.Tracer != nil {
+			s.trace(Event{Kind: EventDependency, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno,
+				DepContext: dep.Context().ID(), DepSeqno: dep.Seqno()})
+		}
 		s.mu.Lock()
 		e.waiting = true
 		s.rq.remove(e)
 		s.mu.Unlock()
 		e.depFence = dep
-		if dep.AddCallbackUnbounded(&e.depCb, e.dependencySignalled) == nil {
+		if dep.AddCallbackUnbounded(&e.depCb, dependencySignalled) == nil {
 			return nil
 		}
 		e.depFence = nil
@@ -337,7 +340,10 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		next = e.queue[0]
 	}
 	e.mu.Unlock()
-	runtime := e.Stats().Runtime.Nanoseconds()
+	var runtime int64
+	if s.cfg.Policy == PolicyFair {
+		runtime = e.stats.runtime.Load()
+	}
 	s.mu.Lock()
 	if next == nil && e.queued.Load() == 0 {
 		s.rq.remove(e)
@@ -361,9 +367,11 @@ func (s *Scheduler) requeue(e *Entity) {
 }
 
 // dependencySignalled is the entity's dependency callback: it runs in the
-// signalling goroutine and puts the entity back on its run queue. Models
-// drm_sched_entity_wakeup().
-func (e *Entity) dependencySignalled(*fence.Fence, *fence.Callback) {
+// signalling goroutine and puts the entity back on its run queue. A plain function
+// that finds the entity from its Callback, as container_of does, so that queueing
+// it allocates no closure. Models drm_sched_entity_wakeup().
+func dependencySignalled(_ *fence.Fence, cb *fence.Callback) {
+	e := (*Entity)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Entity{}.depCb))))
 	e.mu.Lock()
 	s, stopped := e.sched, e.stopped
 	e.mu.Unlock()
@@ -391,15 +399,20 @@ func (j *Job) kill(prev *fence.Fence) *fence.Fence {
 		}
 		j.killDeps = append(j.killDeps, d)
 	}
-	j.killStep(nil, nil)
+	j.killStep()
 	return j.finished
 }
 
-func (j *Job) killStep(*fence.Fence, *fence.Callback) {
+// killStepCB is killStep as a fence callback, finding the job from its Callback.
+func killStepCB(_ *fence.Fence, cb *fence.Callback) {
+	(*Job)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Job{}.killCb)))).killStep()
+}
+
+func (j *Job) killStep() {
 	for j.killIdx < len(j.killDeps) {
 		d := j.killDeps[j.killIdx]
 		j.killIdx++
-		if d.AddCallbackUnbounded(&j.killCb, j.killStep) == nil {
+		if d.AddCallbackUnbounded(&j.killCb, killStepCB) == nil {
 			return
 		}
 	}
@@ -410,7 +423,9 @@ func (j *Job) killStep(*fence.Fence, *fence.Callback) {
 	_ = j.scheduled.Signal()
 	_ = j.finished.SetError(ErrSearch)
 	_ = j.finished.Signal()
-	s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: ErrSearch})
+	if s.cfg.Tracer != nil {
+		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: ErrSearch})
+	}
 	j.entity.account(0, ErrSearch)
 	j.traceEnd(ErrSearch)
 	s.cfg.Ops.FreeJob(j)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 
@@ -76,12 +77,12 @@ type Scheduler struct {
 
 	score   atomic.Int64 // load-balancing score: entities on the rq plus queued jobs
 	credits atomic.Int64 // credits charged (kept outside mu: completions run in fence callbacks)
+	closed  atomic.Bool  // Close was called: Push refuses
 
 	mu         sync.Mutex
 	rq         *runQueue
 	pending    []*Job
 	paused     bool // pause_submit
-	closed     bool
 	freeGuilty bool
 	tdrOff     bool // not re-armed (device gone) or stopped, until the next begin or Start
 	fault      bool // Fault: fire the TDR now
@@ -262,7 +263,9 @@ func (s *Scheduler) runOne(e *Entity) bool {
 	s.credits.Add(int64(job.credits))
 	job.startTS = time.Now() // before RunJob: its fence may signal at once
 	s.begin(job)
-	s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Time: job.startTS})
+	if s.cfg.Tracer != nil {
+		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Time: job.startTS})
+	}
 	var hw *fence.Fence
 	var err error
 	cookie := s.checker.BeginSignalling()
@@ -294,7 +297,7 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 		// export unbounded work as one. LR drivers return nil (see package lr).
 		s.jobDone(job, errLongRunningHW)
 	default: // job.parent is hw already (runOne)
-		if hw.AddCallbackUnbounded(&job.hwCb, job.hwDone) != nil {
+		if hw.AddCallbackUnbounded(&job.hwCb, hwDone) != nil {
 			s.jobDone(job, hw.Error())
 		}
 	}
@@ -304,7 +307,7 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 // Models drm_sched_job_begin().
 func (s *Scheduler) begin(job *Job) {
 	s.mu.Lock()
-	job.tdrStart = time.Now()
+	job.tdrStart = job.startTS // one clock read per job: it reached the ring now
 	if s.tdrOff && len(s.pending) > 0 {
 		// The timer was off (device gone): starting it again gives the head a
 		// full timeout from now, as drm_sched_start_timeout() does.
@@ -317,19 +320,29 @@ func (s *Scheduler) begin(job *Job) {
 }
 
 // hwDone is the hardware fence's callback: it runs in the goroutine that signalled
-// the hardware fence, with that fence's lock held. Models drm_sched_job_done_cb().
-func (j *Job) hwDone(f *fence.Fence, _ *fence.Callback) {
-	j.sched.jobDone(j, f.Error())
+// the hardware fence, with that fence's lock held. A plain function that finds the
+// job from its Callback, as container_of does, so that queueing it allocates no
+// closure. The job completes at the hardware fence's timestamp. Models
+// drm_sched_job_done_cb().
+func hwDone(f *fence.Fence, cb *fence.Callback) {
+	j := (*Job)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Job{}.hwCb))))
+	at, ok := f.Timestamp()
+	if !ok {
+		at = time.Now()
+	}
+	j.sched.jobDoneAt(j, f.Error(), at)
 }
 
 // jobDone returns the job's credits and signals its finished fence with result.
 // It runs at most once per job. Models drm_sched_job_done().
-func (s *Scheduler) jobDone(j *Job, result error) {
+func (s *Scheduler) jobDone(j *Job, result error) { s.jobDoneAt(j, result, time.Now()) }
+
+// jobDoneAt is jobDone for a completion at the given time.
+func (s *Scheduler) jobDoneAt(j *Job, result error, now time.Time) {
 	if !j.done.CompareAndSwap(false, true) {
 		return
 	}
 	cookie := s.checker.BeginSignalling()
-	now := time.Now()
 	// GPU time: from when the job reached the ring, or when the job ahead of it
 	// finished if that was later (the ring runs in order), to now. The kernel
 	// accounts it in the free worker; doing it here makes Stats current as soon as
@@ -350,7 +363,9 @@ func (s *Scheduler) jobDone(j *Job, result error) {
 	j.entity.account(gpu, final)
 	s.credits.Add(-int64(j.credits))
 	s.score.Add(-1)
-	s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: final, Time: now})
+	if s.cfg.Tracer != nil {
+		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: final, Time: now})
+	}
 	_ = j.finished.SignalTimestamp(now)
 	s.checker.EndSignalling(cookie)
 	j.traceEnd(final)
@@ -366,10 +381,10 @@ func (s *Scheduler) freeWork() {
 		j := s.pending[0]
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
-		if len(s.pending) > 0 {
-			s.pending[0].tdrStart = time.Now() // the next job's timeout starts now
-		}
 		done = append(done, j)
+	}
+	if len(done) > 0 && len(s.pending) > 0 {
+		s.pending[0].tdrStart = time.Now() // the new head's timeout starts now
 	}
 	s.mu.Unlock()
 	if len(done) == 0 {
@@ -399,13 +414,9 @@ func ewma(avg, v int64) int64 {
 // Entities must be destroyed by their owners first; a job pushed later is refused.
 // Models drm_sched_fini(), which warns and leaks where this completes and frees.
 func (s *Scheduler) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
-	s.closed = true
-	s.mu.Unlock()
 	s.WQueueStop()
 	close(s.stop)
 	_ = s.g.Wait()

@@ -68,7 +68,9 @@ func (s *Scheduler) timedOut() {
 	cookie := s.checker.BeginSignalling()
 	status := s.cfg.Ops.TimedOutJob(job)
 	s.checker.EndSignalling(cookie)
-	s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, FenceContext: job.entity.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Status: status})
+	if s.cfg.Tracer != nil {
+		s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, FenceContext: job.entity.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Status: status})
+	}
 
 	s.mu.Lock()
 	freeIt := s.freeGuilty
@@ -176,7 +178,7 @@ func (s *Scheduler) Start(errno error) {
 			s.jobDone(j, err)
 			continue
 		}
-		if p.AddCallbackUnbounded(&j.hwCb, j.hwDone) != nil {
+		if p.AddCallbackUnbounded(&j.hwCb, hwDone) != nil {
 			err := p.Error()
 			if err == nil {
 				err = errno

@@ -111,3 +111,51 @@ func TestDeviceGoneRestartsTheTimeoutFromTheNextJob(t *testing.T) {
 		require.NoError(t, c.Finished().Wait(context.Background()))
 	})
 }
+
+// A job that completed but was not freed yet (the free worker is paused) is not
+// a hang: the timeout handler leaves it alone instead of calling TimedOutJob.
+func TestTimeoutSkipsAJobThatAlreadyCompleted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 100 * time.Millisecond
+		chk := lockdeptest.New(t)
+		hw := fence.NewContext("test", "hw", fence.WithChecker(chk))
+		var timedOut, freed int
+		var mu sync.Mutex
+		s, err := sched.New(sched.Config{
+			Name: "paused", CreditLimit: 8, Timeout: timeout, Checker: chk,
+			Ops: sched.Ops{
+				RunJob: func(*sched.Job) (*fence.Fence, error) { return hw.Next(), nil },
+				TimedOutJob: func(*sched.Job) sched.Status {
+					mu.Lock()
+					timedOut++
+					mu.Unlock()
+					return sched.StatusNoHang
+				},
+				FreeJob: func(*sched.Job) { mu.Lock(); freed++; mu.Unlock() },
+			},
+		})
+		require.NoError(t, err)
+		defer s.Close()
+		e, err := s.NewEntity(sched.PriorityNormal)
+		require.NoError(t, err)
+		j, err := e.NewJob(1, nil)
+		require.NoError(t, err)
+		require.NoError(t, j.Arm())
+		require.NoError(t, j.Push())
+		require.NoError(t, j.Scheduled().Wait(context.Background()))
+		s.WQueueStop() // the free worker cannot retire the job
+		require.NoError(t, j.Parent().Signal())
+		time.Sleep(3 * timeout)
+		synctest.Wait()
+		mu.Lock()
+		require.Zero(t, timedOut, "a completed job is no hang")
+		require.Zero(t, freed)
+		mu.Unlock()
+		s.WQueueStart()
+		synctest.Wait()
+		mu.Lock()
+		require.Equal(t, 1, freed)
+		mu.Unlock()
+		e.Kill()
+	})
+}

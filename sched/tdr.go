@@ -62,6 +62,14 @@ func (s *Scheduler) timedOut() {
 		return
 	}
 	job := s.pending[0]
+	if job.done.Load() {
+		// Completed, not yet freed (the free worker is paused, or behind): no hang.
+		// The kernel hands it to timedout_job and leaves the check to the driver.
+		job.tdrStart = time.Now()
+		s.mu.Unlock()
+		kick(s.freeK)
+		return
+	}
 	s.pending = s.pending[1:]
 	s.mu.Unlock()
 

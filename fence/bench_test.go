@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/internal/benchcmp"
 	"github.com/gpusync/gpusync/lockdep"
 )
 
@@ -21,45 +22,11 @@ import (
 // checker (lockdep=off), the production configuration, and the first two also with
 // checking on (lockdep=on), where any report fails the benchmark.
 
-// block is how many operations run between two clock readings: large enough that
-// reading the clock is noise, small enough that the two sides alternate many times
-// and a drift in clock speed, background load or GC pacing hits both alike.
-const block = 1024
-
-// A side is one side of a ratio benchmark: it performs k operations and returns the
-// time they took. It reads the clock itself, so that it can prepare a block (make
-// the fences it will signal) untimed.
-type side func(k int) time.Duration
-
-// timed makes a side of a loop that needs no preparation.
-func timed(loop func(k int)) side {
-	return func(k int) time.Duration {
-		t0 := time.Now()
-		loop(k)
-		return time.Since(t0)
-	}
+// both runs base and ours through benchcmp.Run and returns their times.
+func both(n int, base, ours benchcmp.Side) (tBase, tOurs time.Duration) {
+	t := benchcmp.Run(n, base, ours)
+	return t[0], t[1]
 }
-
-// timeBoth runs base and ours n times each, in alternating blocks, swapping which
-// goes first every block, and returns the time each took.
-func timeBoth(n int, base, ours side) (tBase, tOurs time.Duration) {
-	for i, done := 0, 0; done < n; i++ {
-		k := min(block, n-done)
-		if i%2 == 0 {
-			tBase += base(k)
-			tOurs += ours(k)
-		} else {
-			tOurs += ours(k)
-			tBase += base(k)
-		}
-		done += k
-	}
-	return tBase, tOurs
-}
-
-func perOp(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / float64(n) }
-
-func ratio(ours, base time.Duration) float64 { return float64(ours) / float64(base) }
 
 // checkers runs bench under lockdep=off (a disabled checker, the production
 // configuration) and lockdep=on (an enabled checker whose reports fail b).
@@ -95,15 +62,15 @@ func BenchmarkCreateSignal(b *testing.B) {
 		b.ReportAllocs()
 		fctx := fence.NewContext("bench", "create-signal", fence.WithChecker(chk))
 		var seq uint64
-		tBase, tOurs := timeBoth(b.N,
-			timed(func(k int) {
+		tBase, tOurs := both(b.N,
+			benchcmp.Loop(func(k int) {
 				for range k {
 					c := make(chan struct{})
 					close(c)
 					sinkChan = c
 				}
 			}),
-			timed(func(k int) {
+			benchcmp.Loop(func(k int) {
 				for range k {
 					seq++
 					f := fctx.New(seq)
@@ -113,18 +80,18 @@ func BenchmarkCreateSignal(b *testing.B) {
 					sinkFence = f
 				}
 			}))
-		b.ReportMetric(perOp(tOurs, b.N), "ns/op")
-		b.ReportMetric(perOp(tBase, b.N), "chan-ns/op")
-		b.ReportMetric(ratio(tOurs, tBase), "fence/chan")
+		b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
+		b.ReportMetric(benchcmp.PerOp(tBase, b.N), "chan-ns/op")
+		b.ReportMetric(benchcmp.Ratio(tOurs, tBase), "fence/chan")
 	})
 }
 
 // BenchmarkSignalWake compares Signal waking a goroutine blocked in Wait with an
 // unbuffered channel send waking a goroutine blocked in a receive. Both sides play
 // the same ping-pong with a long-lived helper goroutine: the benchmark wakes the
-// helper, which wakes it back, so one operation is two wakes. The fence side gets a
+// helper, which wakes it back, so one operation is two wakes. The fence benchcmp.Side gets a
 // fresh pair of fences per operation, made untimed before each block (creation is
-// BenchmarkCreateSignal's); the channel side reuses its two channels, as channels
+// BenchmarkCreateSignal's); the channel benchcmp.Side reuses its two channels, as channels
 // are used. Reports wake/chan (goal <= 1.2).
 func BenchmarkSignalWake(b *testing.B) {
 	checkers(b, func(b *testing.B, chk *lockdep.Checker) {
@@ -163,7 +130,7 @@ func BenchmarkSignalWake(b *testing.B) {
 		}()
 
 		var seq uint64
-		tBase, tOurs := timeBoth(b.N,
+		tBase, tOurs := both(b.N,
 			func(k int) time.Duration {
 				chanBlocks <- k
 				t0 := time.Now()
@@ -191,10 +158,10 @@ func BenchmarkSignalWake(b *testing.B) {
 				}
 				return time.Since(t0)
 			})
-		b.ReportMetric(perOp(tOurs, b.N), "ns/op")
-		b.ReportMetric(perOp(tOurs, 2*b.N), "ns/wake")
-		b.ReportMetric(perOp(tBase, 2*b.N), "chan-ns/wake")
-		b.ReportMetric(ratio(tOurs, tBase), "wake/chan")
+		b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
+		b.ReportMetric(benchcmp.PerOp(tOurs, 2*b.N), "ns/wake")
+		b.ReportMetric(benchcmp.PerOp(tBase, 2*b.N), "chan-ns/wake")
+		b.ReportMetric(benchcmp.Ratio(tOurs, tBase), "wake/chan")
 	})
 }
 
@@ -242,7 +209,7 @@ func naiveHit()                              { naiveHits++ }
 func fenceHit(*fence.Fence, *fence.Callback) { fenceHits++ }
 
 // BenchmarkCallback compares making a fence, adding a callback and signalling it
-// with the same on naiveFence; both callbacks count. The fence side reuses one
+// with the same on naiveFence; both callbacks count. The fence benchcmp.Side reuses one
 // caller-owned Callback, as the API intends. Lockdep off. Reports cb/naive (goal
 // <= 1.0).
 func BenchmarkCallback(b *testing.B) {
@@ -251,8 +218,8 @@ func BenchmarkCallback(b *testing.B) {
 	naiveHits, fenceHits = 0, 0
 	var cb fence.Callback
 	var seq uint64
-	tBase, tOurs := timeBoth(b.N,
-		timed(func(k int) {
+	tBase, tOurs := both(b.N,
+		benchcmp.Loop(func(k int) {
 			for range k {
 				n := new(naiveFence)
 				if !n.add(naiveHit) || !n.signal() {
@@ -261,7 +228,7 @@ func BenchmarkCallback(b *testing.B) {
 				sinkNaive = n
 			}
 		}),
-		timed(func(k int) {
+		benchcmp.Loop(func(k int) {
 			for range k {
 				seq++
 				f := fctx.New(seq)
@@ -277,9 +244,9 @@ func BenchmarkCallback(b *testing.B) {
 	if naiveHits != b.N || fenceHits != b.N {
 		b.Fatalf("callbacks ran %d (naive) and %d (fence) times, want %d", naiveHits, fenceHits, b.N)
 	}
-	b.ReportMetric(perOp(tOurs, b.N), "ns/op")
-	b.ReportMetric(perOp(tBase, b.N), "naive-ns/op")
-	b.ReportMetric(ratio(tOurs, tBase), "cb/naive")
+	b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(tBase, b.N), "naive-ns/op")
+	b.ReportMetric(benchcmp.Ratio(tOurs, tBase), "cb/naive")
 }
 
 // chainLinks is the length of BenchmarkChainFindSeqno's chain.
@@ -308,7 +275,7 @@ func BenchmarkChainFindSeqno(b *testing.B) {
 			b.Fatalf("FindSeqno(%d) = %v, %v; want the point with that seqno", s, f, err)
 		}
 	}
-	b.ReportMetric(perOp(time.Since(t0), b.N), "ns/find")
+	b.ReportMetric(benchcmp.PerOp(time.Since(t0), b.N), "ns/find")
 }
 
 // BenchmarkMerge times Merge of 1,000 unsignalled fences, ten on each of 100
@@ -345,5 +312,5 @@ func BenchmarkMerge(b *testing.B) {
 			b.Fatalf("Merge kept %v, want the latest fence of its context", f)
 		}
 	}
-	b.ReportMetric(perOp(d, b.N), "ns/merge")
+	b.ReportMetric(benchcmp.PerOp(d, b.N), "ns/merge")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sasha-s/go-deadlock"
 
+	"github.com/gpusync/gpusync/internal/benchcmp"
 	"github.com/gpusync/gpusync/lockdep"
 	"github.com/gpusync/gpusync/lockdep/lockdeptest"
 )
@@ -17,29 +18,11 @@ import (
 // reported beside it). Every checker fails the benchmark on a report, so a report
 // that would skew the figures cannot go unnoticed.
 
-// block is how many iterations run between two clock readings: large enough that
-// reading the clock is noise, small enough that the baseline and ours alternate many
-// times and a drift in clock speed or background load hits both alike.
-const block = 1024
-
-// timeBoth runs base and ours n times each, in alternating blocks, and returns the
-// time each took.
-func timeBoth(n int, base, ours func(k int)) (tBase, tOurs time.Duration) {
-	for done := 0; done < n; {
-		k := min(block, n-done)
-		t0 := time.Now()
-		base(k)
-		t1 := time.Now()
-		ours(k)
-		t2 := time.Now()
-		tBase += t1.Sub(t0)
-		tOurs += t2.Sub(t1)
-		done += k
-	}
-	return tBase, tOurs
+// both times base and ours through benchcmp.Run and returns their times.
+func both(n int, base, ours func(k int)) (tBase, tOurs time.Duration) {
+	t := benchcmp.Run(n, benchcmp.Loop(base), benchcmp.Loop(ours))
+	return t[0], t[1]
 }
-
-func perOp(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / float64(n) }
 
 var (
 	benchOff = lockdep.NewClass("bench.off")
@@ -65,7 +48,7 @@ func BenchmarkMutexOff(b *testing.B) {
 	c := lockdeptest.New(b, lockdep.Off())
 	var base sync.Mutex
 	m := &lockdep.Mutex{Class: benchOff, Checker: c}
-	tBase, tOurs := timeBoth(b.N,
+	tBase, tOurs := both(b.N,
 		func(k int) {
 			for range k {
 				base.Lock()
@@ -78,8 +61,8 @@ func BenchmarkMutexOff(b *testing.B) {
 				m.Unlock()
 			}
 		})
-	b.ReportMetric(perOp(tOurs, b.N), "ns/op")
-	b.ReportMetric(perOp(tBase, b.N), "sync-ns/op")
+	b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(tBase, b.N), "sync-ns/op")
 	b.ReportMetric(float64(tOurs)/float64(tBase), "off/sync")
 }
 
@@ -97,7 +80,7 @@ func BenchmarkCheckedAcquire(b *testing.B) {
 	mb.Lock()
 	mb.Unlock()
 	ma.Unlock()
-	tBase, tOurs := timeBoth(b.N,
+	tBase, tOurs := both(b.N,
 		func(k int) {
 			for range k {
 				baseA.Lock()
@@ -115,9 +98,9 @@ func BenchmarkCheckedAcquire(b *testing.B) {
 			}
 		})
 	requireIdle(b, c)
-	b.ReportMetric(perOp(tOurs, b.N), "ns/op")
-	b.ReportMetric(perOp(tBase, b.N), "sync-ns/op")
-	b.ReportMetric(perOp(tOurs, 2*b.N), "ns/checked-acquire")
+	b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(tBase, b.N), "sync-ns/op")
+	b.ReportMetric(benchcmp.PerOp(tOurs, 2*b.N), "ns/checked-acquire")
 }
 
 // BenchmarkGoDeadlock runs the nested pair of BenchmarkCheckedAcquire on
@@ -142,7 +125,7 @@ func BenchmarkGoDeadlock(b *testing.B) {
 	mb.Lock()
 	mb.Unlock()
 	ma.Unlock()
-	tBase, tOurs := timeBoth(b.N,
+	tBase, tOurs := both(b.N,
 		func(k int) {
 			for range k {
 				da.Lock()
@@ -160,8 +143,8 @@ func BenchmarkGoDeadlock(b *testing.B) {
 			}
 		})
 	requireIdle(b, c)
-	b.ReportMetric(perOp(tOurs, b.N), "ns/op")
-	b.ReportMetric(perOp(tBase, b.N), "go-deadlock-ns/op")
+	b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(tBase, b.N), "go-deadlock-ns/op")
 	b.ReportMetric(float64(tBase)/float64(tOurs), "go-deadlock/ours")
 }
 
@@ -237,5 +220,5 @@ func BenchmarkNewEdge(b *testing.B) {
 		done += k
 	}
 	b.StartTimer()
-	b.ReportMetric(perOp(elapsed, b.N), "ns/new-edge")
+	b.ReportMetric(benchcmp.PerOp(elapsed, b.N), "ns/new-edge")
 }

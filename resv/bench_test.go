@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/internal/benchcmp"
 	"github.com/gpusync/gpusync/lockdep"
 	"github.com/gpusync/gpusync/lockdep/lockdeptest"
 	"github.com/gpusync/gpusync/resv"
@@ -22,44 +23,6 @@ import (
 // Everything runs with annotations going to a disabled lockdep checker, the
 // production configuration; BenchmarkWWLock also runs with checking on
 // (lockdep=on), for information, where any report fails the benchmark.
-
-// benchBlock is how many operations run between two clock readings: large enough
-// that reading the clock is noise, small enough that the sides alternate many times
-// and a drift in clock speed, background load or GC pacing hits them alike.
-const benchBlock = 1024
-
-// A benchSide is one side of a ratio benchmark: it performs k operations and returns
-// the time they took. It reads the clock itself, so that it can prepare a block
-// (take a lock the timing must not include) untimed.
-type benchSide func(k int) time.Duration
-
-// timedLoop makes a side of a loop that needs no preparation.
-func timedLoop(loop func(k int)) benchSide {
-	return func(k int) time.Duration {
-		t0 := time.Now()
-		loop(k)
-		return time.Since(t0)
-	}
-}
-
-// timeSides runs every side n times, in blocks, rotating which side goes first
-// from one block to the next, and returns the time each took.
-func timeSides(n int, sides ...benchSide) []time.Duration {
-	total := make([]time.Duration, len(sides))
-	for i, done := 0, 0; done < n; i++ {
-		k := min(benchBlock, n-done)
-		for j := range sides {
-			s := (i + j) % len(sides)
-			total[s] += sides[s](k)
-		}
-		done += k
-	}
-	return total
-}
-
-func nsPer(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / float64(n) }
-
-func timeRatio(ours, base time.Duration) float64 { return float64(ours) / float64(base) }
 
 // offChecker is a disabled checker: every annotation costs one atomic load.
 func offChecker() *lockdep.Checker { return lockdep.NewChecker(lockdep.Off()) }
@@ -82,14 +45,14 @@ func benchWWLock(b *testing.B, chk *lockdep.Checker) {
 	var base sync.Mutex
 	m := resv.NewWWMutex(benchWW, chk)
 	acq := resv.NewAcquireCtx(benchWW, chk)
-	t := timeSides(b.N,
-		timedLoop(func(k int) {
+	t := benchcmp.Run(b.N,
+		benchcmp.Loop(func(k int) {
 			for range k {
 				base.Lock()
 				base.Unlock()
 			}
 		}),
-		timedLoop(func(k int) {
+		benchcmp.Loop(func(k int) {
 			for range k {
 				if err := m.Lock(ctx, acq); err != nil {
 					b.Fatal(err)
@@ -100,9 +63,9 @@ func benchWWLock(b *testing.B, chk *lockdep.Checker) {
 	if err := acq.Fini(); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(nsPer(t[1], b.N), "ns/op")
-	b.ReportMetric(nsPer(t[0], b.N), "sync-ns/op")
-	b.ReportMetric(timeRatio(t[1], t[0]), "ww/sync")
+	b.ReportMetric(benchcmp.PerOp(t[1], b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(t[0], b.N), "sync-ns/op")
+	b.ReportMetric(benchcmp.Ratio(t[1], t[0]), "ww/sync")
 }
 
 // BenchmarkExecContended runs Execs from 8 goroutines, each locking 64 of 256
@@ -243,14 +206,14 @@ func BenchmarkIter(b *testing.B) {
 		o.Unlock()
 		return d
 	}
-	lockFree := timedLoop(func(k int) {
+	lockFree := benchcmp.Loop(func(k int) {
 		for range k {
 			for range o.Unlocked(resv.Bookkeep) {
 				seen++
 			}
 		}
 	})
-	cursor := timedLoop(func(k int) {
+	cursor := benchcmp.Loop(func(k int) {
 		for range k {
 			it := o.Iter(resv.Bookkeep)
 			for f := it.Next(); f != nil; f = it.Next() {
@@ -274,7 +237,7 @@ func BenchmarkIter(b *testing.B) {
 		o.Unlock()
 		return d
 	}
-	lockedWithLock := timedLoop(func(k int) {
+	lockedWithLock := benchcmp.Loop(func(k int) {
 		for range k {
 			if err := o.Lock(ctx, nil); err != nil {
 				b.Fatal(err)
@@ -285,17 +248,17 @@ func BenchmarkIter(b *testing.B) {
 			o.Unlock()
 		}
 	})
-	t := timeSides(b.N, locked, lockFree, lockedWithLock, lockedSkip, cursor)
+	t := benchcmp.Run(b.N, locked, lockFree, lockedWithLock, lockedSkip, cursor)
 	if want := 5 * nFences * b.N; seen != want {
 		b.Fatalf("the walks saw %d fences, want %d", seen, want)
 	}
-	b.ReportMetric(nsPer(t[1], b.N), "ns/op")
-	b.ReportMetric(nsPer(t[0], b.N), "locked-ns/op")
-	b.ReportMetric(nsPer(t[2], b.N), "locked+lock-ns/op")
-	b.ReportMetric(timeRatio(t[1], t[0]), "lockfree/locked")
-	b.ReportMetric(timeRatio(t[1], t[2]), "lockfree/locked+lock")
-	b.ReportMetric(timeRatio(t[1], t[3]), "lockfree/locked+skip")
-	b.ReportMetric(timeRatio(t[4], t[0]), "iter/locked")
+	b.ReportMetric(benchcmp.PerOp(t[1], b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(t[0], b.N), "locked-ns/op")
+	b.ReportMetric(benchcmp.PerOp(t[2], b.N), "locked+lock-ns/op")
+	b.ReportMetric(benchcmp.Ratio(t[1], t[0]), "lockfree/locked")
+	b.ReportMetric(benchcmp.Ratio(t[1], t[2]), "lockfree/locked+lock")
+	b.ReportMetric(benchcmp.Ratio(t[1], t[3]), "lockfree/locked+skip")
+	b.ReportMetric(benchcmp.Ratio(t[4], t[0]), "iter/locked")
 }
 
 // BenchmarkAddFence times AddFence in the steady state of a submission: the object
@@ -343,7 +306,7 @@ func BenchmarkAddFence(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(nsPer(b.Elapsed(), b.N), "ns/add")
+	b.ReportMetric(benchcmp.PerOp(b.Elapsed(), b.N), "ns/add")
 
 	n, last := 0, (*fence.Fence)(nil)
 	for f := range o.Fences(resv.Bookkeep) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/internal/benchcmp"
 	"github.com/gpusync/gpusync/lockdep"
 	"github.com/gpusync/gpusync/sched"
 )
@@ -27,45 +28,6 @@ import (
 // job's hardware fence, signals it and returns it, so the job completes inside the
 // run worker and what is timed is the scheduler's own path (Push, the run worker,
 // RunJob, the completion callback, the free worker).
-
-// benchBlock is how many jobs run between two clock readings: large enough that
-// reading the clock, and the wait for the block's last job, are noise; small
-// enough that the sides alternate many times and a drift in clock speed,
-// background load or GC pacing hits them alike.
-const benchBlock = 1024
-
-// A benchSide is one side of a ratio benchmark: it performs k jobs and returns the
-// time they took. It reads the clock itself, so that it can do untimed work
-// around a block (pause a scheduler between blocks).
-type benchSide func(k int) time.Duration
-
-// timedLoop makes a side that needs nothing untimed.
-func timedLoop(loop func(k int)) benchSide {
-	return func(k int) time.Duration {
-		t0 := time.Now()
-		loop(k)
-		return time.Since(t0)
-	}
-}
-
-// timeSides runs every side n times, in blocks, rotating which side goes first
-// from one block to the next, and returns the time each took.
-func timeSides(n int, sides ...benchSide) []time.Duration {
-	total := make([]time.Duration, len(sides))
-	for i, done := 0, 0; done < n; i++ {
-		k := min(benchBlock, n-done)
-		for j := range sides {
-			s := (i + j) % len(sides)
-			total[s] += sides[s](k)
-		}
-		done += k
-	}
-	return total
-}
-
-func nsPer(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / float64(n) }
-
-func timeRatio(ours, base time.Duration) float64 { return float64(ours) / float64(base) }
 
 // benchOff is a disabled checker, the production configuration.
 func benchOff() *lockdep.Checker { return lockdep.NewChecker(lockdep.Off()) }
@@ -200,7 +162,7 @@ func BenchmarkJobPipeline(b *testing.B) {
 	type item struct {
 		done chan struct{} // closed when the item is done
 	}
-	in := make(chan *item, benchBlock)
+	in := make(chan *item, benchcmp.Block)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for it := range in {
@@ -208,7 +170,7 @@ func BenchmarkJobPipeline(b *testing.B) {
 		}
 	})
 
-	pipeline := timedLoop(func(k int) {
+	pipeline := benchcmp.Loop(func(k int) {
 		var last *item
 		for range k {
 			it := &item{done: make(chan struct{})}
@@ -217,7 +179,7 @@ func BenchmarkJobPipeline(b *testing.B) {
 		}
 		<-last.done
 	})
-	ours := timedLoop(func(k int) {
+	ours := benchcmp.Loop(func(k int) {
 		var last *sched.Job
 		for range k {
 			last = benchSubmit(b, e)
@@ -225,15 +187,15 @@ func BenchmarkJobPipeline(b *testing.B) {
 		benchWait(b, last.Finished())
 	})
 	b.ResetTimer()
-	t := timeSides(b.N, pipeline, ours)
+	t := benchcmp.Run(b.N, pipeline, ours)
 	b.StopTimer()
 
 	close(in)
 	wg.Wait()
 	r.close(b, es, int64(b.N))
-	b.ReportMetric(nsPer(t[1], b.N), "ns/op")
-	b.ReportMetric(nsPer(t[0], b.N), "pipeline-ns/op")
-	b.ReportMetric(timeRatio(t[1], t[0]), "job/pipeline")
+	b.ReportMetric(benchcmp.PerOp(t[1], b.N), "ns/op")
+	b.ReportMetric(benchcmp.PerOp(t[0], b.N), "pipeline-ns/op")
+	b.ReportMetric(benchcmp.Ratio(t[1], t[0]), "job/pipeline")
 }
 
 // busyRing is a scheduler whose entities all have queued work, all the time: a
@@ -291,7 +253,7 @@ func (r *busyRing) push(b *testing.B) {
 // jobs while it runs k, pause it and count the entities left with work (untimed).
 // Like BenchmarkJobPipeline, a block runs at the pace of the slower of the
 // producer and the scheduler.
-func (r *busyRing) side(b *testing.B) benchSide {
+func (r *busyRing) side(b *testing.B) benchcmp.Side {
 	return func(k int) time.Duration {
 		ran0 := r.ran.Load() // paused: stable
 		for int64(r.next)-ran0 < int64(r.backlog) {
@@ -360,11 +322,11 @@ func BenchmarkManyEntities(b *testing.B) {
 				b.ResetTimer()
 			}
 			rMany.blocks, rMany.busy = 0, 0
-			t := timeSides(b.N, rFew.side(b), rMany.side(b))
+			t := benchcmp.Run(b.N, rFew.side(b), rMany.side(b))
 			b.StopTimer()
-			b.ReportMetric(nsPer(t[1], b.N), "ns/op")
-			b.ReportMetric(nsPer(t[0], b.N), "10-ns/op")
-			b.ReportMetric(timeRatio(t[1], t[0]), "10k/10")
+			b.ReportMetric(benchcmp.PerOp(t[1], b.N), "ns/op")
+			b.ReportMetric(benchcmp.PerOp(t[0], b.N), "10-ns/op")
+			b.ReportMetric(benchcmp.Ratio(t[1], t[0]), "10k/10")
 			b.ReportMetric(rMany.busyEntities(), "busy-entities")
 		})
 		for _, r := range []*busyRing{rMany, rFew} {

@@ -48,6 +48,12 @@
 // release-with-pending rule only. Timeouts are context deadlines and interruption is
 // cancellation: Wait returns ctx.Err() instead of a remaining-jiffies count, and a
 // wait that gives up changes nothing. Array and chain fences signal in the goroutine
-// that signalled their last input, where the kernel defers to irq_work. Each fence
-// has its own lock, where the kernel lets a timeline share one.
+// that signalled their last input, where the kernel defers to irq_work; an array
+// completed while its signalling is being enabled leaves the signal to the enabling
+// side, so the array's lock is never taken under an entry's. An array polled complete
+// keeps its fences' first error, which the kernel's poll path drops. Each fence has
+// its own lock, where the kernel lets a timeline share one. A timestamp is the
+// monotonic clock read once at Signal, kept as nanoseconds since the process started
+// (one clock read where time.Now takes two); Timestamp returns it as a time.Time. Error
+// can be read before the fence signals, like the kernel's fence->error field.
 package fence

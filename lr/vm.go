@@ -46,7 +46,8 @@ type VM struct {
 
 	preemptK chan *PreemptFence // the ordered preempt_fence_wq
 	rebindK  chan struct{}
-	stop     chan struct{}
+	stop     context.CancelFunc // ends the workers' context
+	stopped  <-chan struct{}    // that context's Done
 	wg       sync.WaitGroup
 	rebinds  int // completed rebinds, for tests and stats (under mu)
 }
@@ -69,11 +70,14 @@ func NewVM(ops VMOps, checker *lockdep.Checker) *VM {
 		evicted:  make(map[*resv.Object]bool),
 		preemptK: make(chan *PreemptFence, 64),
 		rebindK:  make(chan struct{}, 1),
-		stop:     make(chan struct{}),
 	}
 	vm.lock = lockdep.Mutex{Class: vmLockClass, Checker: checker}
-	vm.wg.Go(vm.preemptWorker)
-	vm.wg.Go(vm.rebindWorker)
+	// One context for the workers' lifetime: Close cancels it, which both stops
+	// them and interrupts a suspension wait or a rebind in progress.
+	ctx, cancel := context.WithCancel(context.Background())
+	vm.stop, vm.stopped = cancel, ctx.Done()
+	vm.wg.Go(func() { vm.preemptWorker(ctx) })
+	vm.wg.Go(func() { vm.rebindWorker(ctx) })
 	return vm
 }
 
@@ -184,7 +188,7 @@ func (vm *VM) Rebinds() int {
 func (vm *VM) queuePreempt(pf *PreemptFence) {
 	select {
 	case vm.preemptK <- pf:
-	case <-vm.stop:
+	case <-vm.stopped:
 	}
 }
 
@@ -193,13 +197,10 @@ func (vm *VM) queuePreempt(pf *PreemptFence) {
 // fence signalling section, so lockdep reports it if this path ever takes the VM
 // lock (held by waiters of these fences) or allocates. Models
 // preempt_fence_work_func().
-func (vm *VM) preemptWorker() {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-vm.stop; cancel() }()
+func (vm *VM) preemptWorker(ctx context.Context) {
 	for {
 		select {
-		case <-vm.stop:
+		case <-ctx.Done():
 			return
 		case pf := <-vm.preemptK:
 			vm.signalPreempt(ctx, pf)
@@ -267,29 +268,20 @@ func (vm *VM) IsEvicted(bo *resv.Object) bool {
 // off the hardware), revalidate evicted buffers, reserve slots, arm one new preempt
 // fence per queue, resume the queues, and install the new fences with Bookkeep
 // usage. Models preempt_rebind_work_func().
-func (vm *VM) rebindWorker() {
+func (vm *VM) rebindWorker(ctx context.Context) {
 	for {
 		select {
-		case <-vm.stop:
+		case <-ctx.Done():
 			return
 		case <-vm.rebindK:
-			if err := vm.rebind(); err != nil && !errors.Is(err, context.Canceled) {
+			if err := vm.rebind(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				vm.banAll(err)
 			}
 		}
 	}
 }
 
-func (vm *VM) rebind() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-vm.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+func (vm *VM) rebind(ctx context.Context) error {
 	vm.lock.Lock()
 	defer vm.lock.Unlock()
 
@@ -395,7 +387,7 @@ func (vm *VM) Close() {
 	}
 	vm.closed = true
 	vm.mu.Unlock()
-	close(vm.stop)
+	vm.stop()
 	vm.wg.Wait()
 	vm.mu.Lock()
 	states := append([]*queueState(nil), vm.queues...)

@@ -92,7 +92,7 @@ func (f *Fence) Signal() error {
 	if f == nil {
 		return ErrInvalid
 	}
-	return f.signalAt(int64(time.Since(epoch)))
+	return f.signalAt(now())
 }
 
 // SignalTimestamp signals f with the given timestamp. Models

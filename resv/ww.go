@@ -2,6 +2,7 @@ package resv
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -329,7 +330,7 @@ func (m *WWMutex) acquire(ctx context.Context, a *AcquireCtx, slow bool) error {
 			m.mu.Unlock()
 			return nil
 		}
-		if !slow && m.mustBackOff(w, m.index(w)) {
+		if !slow && m.mustBackOff(w, slices.Index(m.waiters, w)) {
 			m.dequeue(w)
 			m.mu.Unlock()
 			return ErrDeadlock
@@ -390,19 +391,10 @@ func (m *WWMutex) enqueue(w *wwWaiter) int {
 	return i
 }
 
-func (m *WWMutex) index(w *wwWaiter) int {
-	for i, x := range m.waiters {
-		if x == w {
-			return i
-		}
-	}
-	return -1
-}
-
 // dequeue removes w; when the last waiter leaves, the holder is uncontended again,
 // so its Unlock can take the fast path. Called with mu held.
 func (m *WWMutex) dequeue(w *wwWaiter) {
-	if i := m.index(w); i >= 0 {
+	if i := slices.Index(m.waiters, w); i >= 0 {
 		m.waiters = append(m.waiters[:i], m.waiters[i+1:]...)
 	}
 	if h := m.state.Load(); len(m.waiters) == 0 && h != nil && h.contended {

@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"slices"
 	"time"
 )
 
@@ -109,7 +110,7 @@ func (s *Scheduler) timedOut() {
 func (s *Scheduler) Stop(bad *Job) {
 	s.WQueueStop()
 	s.mu.Lock()
-	if bad != nil && bad.sched == s && !contains(s.pending, bad) {
+	if bad != nil && bad.sched == s && !slices.Contains(s.pending, bad) {
 		s.pending = append([]*Job{bad}, s.pending...)
 	}
 	jobs := append([]*Job(nil), s.pending...)
@@ -149,15 +150,6 @@ func (s *Scheduler) Stop(bad *Job) {
 	s.tdrOff = true
 	s.mu.Unlock()
 	kick(s.tdrK)
-}
-
-func contains(js []*Job, j *Job) bool {
-	for _, x := range js {
-		if x == j {
-			return true
-		}
-	}
-	return false
 }
 
 // Start restarts the scheduler after a reset: each pending job takes its credits

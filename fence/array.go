@@ -59,7 +59,7 @@ func NewArray(fences []*Fence, ctx uint64, seqno uint64, signalOnAny bool) *Arra
 	if len(fences) == 0 {
 		// Nothing to wait for: the kernel warns; an empty array is complete.
 		a.Fence.flags.Or(flagEnableSignal)
-		_ = a.Fence.signalLocked(now())
+		_ = a.Fence.signalLocked(a.Fence.ctx.now())
 	}
 	return a
 }

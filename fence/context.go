@@ -51,6 +51,7 @@ type Context struct {
 	seqno64  bool
 	lr       bool
 	leaks    bool
+	stamps   bool
 	idSet    bool
 	next     atomic.Uint64 // last seqno handed out by Next
 }
@@ -83,6 +84,15 @@ func LongRunning() ContextOption { return func(c *Context) { c.lr = true } }
 // callbacks pending: they would never run. After the Rust DMA-fence abstraction's
 // signal-on-drop. Off by default; off, it costs nothing.
 func LeakCheck() ContextOption { return func(c *Context) { c.leaks = true } }
+
+// WithTimestamps makes Signal record the time each fence of the context signals,
+// for Timestamp. The kernel reads the clock in every dma_fence_signal(); here it is
+// opt-in, because reading the monotonic clock costs more than all the rest of
+// creating and signalling a fence together, and few readers look at the result:
+// GPU-time accounting (package sched passes its own clock readings to
+// SignalTimestamp) and sync_file's fence info. Without it, Timestamp reports a
+// time only for fences signalled with SignalTimestamp.
+func WithTimestamps() ContextOption { return func(c *Context) { c.stamps = true } }
 
 // WithID gives the context an id the caller reserved with AllocContexts, instead
 // of allocating one; a scheduler entity reserves two ids and uses ctx for its
@@ -119,13 +129,29 @@ func (c *Context) Checker() *lockdep.Checker {
 }
 
 // New returns an unsignalled fence on c with the given seqno. Models
-// dma_fence_init().
+// dma_fence_init() on a fresh allocation.
 func (c *Context) New(seqno uint64) *Fence {
 	f := &Fence{ctx: c, seqno: seqno}
 	if c.leaks {
 		f.watchLeaks()
 	}
 	return f
+}
+
+// Init makes f, which must be the zero Fence, an unsignalled fence on c with the
+// given seqno: for a fence embedded in a larger object, as drivers embed struct
+// dma_fence in their own and the scheduler embeds two in each job, so that one
+// allocation serves all of them. Initialising a fence that is already in use
+// returns an error wrapping ErrInvalid and changes nothing. Models dma_fence_init().
+func (c *Context) Init(f *Fence, seqno uint64) error {
+	if f == nil || f.ctx != nil {
+		return errReinit
+	}
+	f.ctx, f.seqno = c, seqno
+	if c.leaks {
+		f.watchLeaks()
+	}
+	return nil
 }
 
 // NewWithData is New with a value for the driver, read back with Fence.Data: the

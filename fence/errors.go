@@ -29,6 +29,7 @@ var (
 
 	errSignalTwice = fmt.Errorf("%w: fence already signalled", ErrInvalid)
 	errLateError   = fmt.Errorf("%w: error set after signalling", ErrInvalid)
+	errReinit      = fmt.Errorf("%w: Init of a nil fence or of one already initialised", ErrInvalid)
 	errNilError    = fmt.Errorf("%w: SetError with a nil error", ErrInvalid)
 	errCallbackUse = fmt.Errorf("%w: callback already queued on a fence", ErrInvalid)
 )

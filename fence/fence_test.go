@@ -315,6 +315,47 @@ func TestTimestampIsSetBySignal(t *testing.T) {
 	require.True(t, ts.Equal(got))
 }
 
+// Signal reads the clock only on a context made WithTimestamps; elsewhere a fence
+// has a timestamp only if SignalTimestamp gave it one.
+func TestSignalRecordsATimestampOnlyWithTimestamps(t *testing.T) {
+	chk := lockdeptest.New(t)
+	plain := fence.NewContext("drv", "plain", fence.WithChecker(chk)).Next()
+	require.NoError(t, plain.Signal())
+	_, ok := plain.Timestamp()
+	require.False(t, ok, "no clock read without WithTimestamps")
+
+	stamped := fence.NewContext("drv", "stamped", fence.WithChecker(chk), fence.WithTimestamps()).Next()
+	before := time.Now()
+	require.NoError(t, stamped.Signal())
+	after := time.Now()
+	got, ok := stamped.Timestamp()
+	require.True(t, ok)
+	require.False(t, got.Before(before) || got.After(after), "timestamp %v outside [%v, %v]", got, before, after)
+}
+
+// Init makes an embedded zero Fence a fence of the context, once.
+func TestInitEmbeddedFence(t *testing.T) {
+	ctx := fence.NewContext("drv", "embedded", fence.WithChecker(lockdeptest.New(t)))
+	var job struct {
+		id       int
+		finished fence.Fence
+	}
+	require.NoError(t, ctx.Init(&job.finished, 7))
+	require.Equal(t, uint64(7), job.finished.Seqno())
+	require.Same(t, ctx, job.finished.Context())
+	require.False(t, job.finished.IsSignaled())
+
+	require.ErrorIs(t, ctx.Init(&job.finished, 8), fence.ErrInvalid)
+	require.Equal(t, uint64(7), job.finished.Seqno(), "a second Init changed nothing")
+	require.ErrorIs(t, ctx.Init(nil, 1), fence.ErrInvalid)
+
+	var cb fence.Callback
+	ran := false
+	require.NoError(t, job.finished.AddCallback(&cb, func(*fence.Fence, *fence.Callback) { ran = true }))
+	require.NoError(t, job.finished.Signal())
+	require.True(t, ran)
+}
+
 func TestDescribe(t *testing.T) {
 	ctx := fence.NewContext("mydrv", "gfx-ring", fence.WithChecker(lockdeptest.New(t)))
 	f := ctx.New(42)

@@ -30,6 +30,7 @@ type fenceMachine struct {
 	enables int
 
 	// The model.
+	stamps    bool // the context keeps timestamps: Signal records one
 	signalled bool
 	err       error
 	queue     []int // queued callback slots, in the order added
@@ -39,12 +40,16 @@ type fenceMachine struct {
 
 var machineErrors = []error{nil, errorString("EIO"), errorString("ETIME"), errorString("ECANCELED")}
 
-func newFenceMachine(chk *lockdep.Checker) *fenceMachine {
-	m := &fenceMachine{}
-	ctx := mockContextOn(chk, fence.WithOps(&fence.Ops{EnableSignaling: func(*fence.Fence) bool {
+func newFenceMachine(chk *lockdep.Checker, stamps bool) *fenceMachine {
+	m := &fenceMachine{stamps: stamps}
+	opts := []fence.ContextOption{fence.WithOps(&fence.Ops{EnableSignaling: func(*fence.Fence) bool {
 		m.enables++
 		return true
-	}}))
+	}})}
+	if stamps {
+		opts = append(opts, fence.WithTimestamps())
+	}
+	ctx := mockContextOn(chk, opts...)
 	m.f = ctx.Next()
 	return m
 }
@@ -184,8 +189,8 @@ func (m *fenceMachine) check(t *rapid.T) {
 	if m.f.Error() != m.err {
 		t.Fatalf("Error() = %v, want %v", m.f.Error(), m.err)
 	}
-	if _, ok := m.f.Timestamp(); ok != m.signalled {
-		t.Fatalf("Timestamp valid = %v, signalled %v", ok, m.signalled)
+	if _, ok := m.f.Timestamp(); ok != (m.signalled && m.stamps) {
+		t.Fatalf("Timestamp valid = %v, signalled %v, context keeps timestamps %v", ok, m.signalled, m.stamps)
 	}
 }
 
@@ -195,7 +200,7 @@ func (m *fenceMachine) check(t *rapid.T) {
 func TestFenceStateMachine(t *testing.T) {
 	chk := lockdeptest.New(t)
 	rapid.Check(t, func(rt *rapid.T) {
-		m := newFenceMachine(chk)
+		m := newFenceMachine(chk, rapid.Bool().Draw(rt, "timestamps"))
 		rt.Repeat(map[string]func(*rapid.T){
 			"AddCallback":     m.AddCallback,
 			"RemoveCallback":  m.RemoveCallback,

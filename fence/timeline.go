@@ -23,10 +23,11 @@ type Timeline struct {
 	closed  bool     // guarded by mu
 }
 
-// NewTimeline returns a timeline at value 0 with its own fence context. Models
-// sw_sync_timeline_create (opening /sys/kernel/debug/sync/sw_sync).
+// NewTimeline returns a timeline at value 0 with its own fence context, which
+// keeps timestamps (WithTimestamps), as sync_file reports them for sw_sync points.
+// Models sw_sync_timeline_create (opening /sys/kernel/debug/sync/sw_sync).
 func NewTimeline(name string, opts ...ContextOption) *Timeline {
-	return &Timeline{ctx: NewContext("sw_sync", name, opts...)}
+	return &Timeline{ctx: NewContext("sw_sync", name, append([]ContextOption{WithTimestamps()}, opts...)...)}
 }
 
 // Context returns the timeline's fence context.
@@ -51,12 +52,12 @@ func (t *Timeline) Point(value uint32) *Fence {
 	if t.closed {
 		f.err = ErrNoEntry
 		f.flags.Or(flagEnableSignal)
-		_ = f.signalLocked(now())
+		_ = f.signalLocked(f.ctx.now())
 		return f
 	}
 	if !seqnoLater(false, uint64(value), uint64(t.value)) {
 		f.flags.Or(flagEnableSignal)
-		_ = f.signalLocked(now())
+		_ = f.signalLocked(f.ctx.now())
 		return f
 	}
 	i, found := slices.BinarySearchFunc(t.pending, value, func(p *Fence, v uint32) int {

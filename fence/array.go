@@ -55,7 +55,7 @@ func NewArray(fences []*Fence, ctx uint64, seqno uint64, signalOnAny bool) *Arra
 	a.pending.Store(n)
 	fc := &Context{id: ctx, driver: "dma_fence_array", timeline: "unbound", checker: checkerOf(fences), ops: arrayOps}
 	a.Fence.ctx, a.Fence.seqno = fc, seqno
-	a.Fence.flags.Store(flagArray)
+	a.Fence.flags.Store(flagArray | flagPoll)
 	if len(fences) == 0 {
 		// Nothing to wait for: the kernel warns; an empty array is complete.
 		a.Fence.flags.Or(flagEnableSignal)

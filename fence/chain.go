@@ -61,7 +61,7 @@ func NewChain(prev, payload *Fence, seqno uint64) *Chain {
 			checker: chk, seqno64: true, ops: chainOps}
 	}
 	c.Fence.ctx, c.Fence.seqno = fc, seqno
-	c.Fence.flags.Store(flagChain)
+	c.Fence.flags.Store(flagChain | flagPoll)
 	return c
 }
 

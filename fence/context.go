@@ -132,10 +132,18 @@ func (c *Context) Checker() *lockdep.Checker {
 // dma_fence_init() on a fresh allocation.
 func (c *Context) New(seqno uint64) *Fence {
 	f := &Fence{ctx: c, seqno: seqno}
+	c.initFlags(f)
+	return f
+}
+
+// initFlags sets what f's flags say about its context, before f is published.
+func (c *Context) initFlags(f *Fence) {
+	if c.ops != nil && c.ops.Signaled != nil {
+		f.flags.Store(flagPoll)
+	}
 	if c.leaks {
 		f.watchLeaks()
 	}
-	return f
 }
 
 // Init makes f, which must be the zero Fence, an unsignalled fence on c with the
@@ -148,9 +156,7 @@ func (c *Context) Init(f *Fence, seqno uint64) error {
 		return errReinit
 	}
 	f.ctx, f.seqno = c, seqno
-	if c.leaks {
-		f.watchLeaks()
-	}
+	c.initFlags(f)
 	return nil
 }
 

@@ -49,6 +49,7 @@ const (
 	flagArray
 	flagChain
 	flagDoneOut // Done handed out a channel: its holder counts as a waiter (under mu)
+	flagPoll    // the context's ops have a Signaled hook; set at creation, never cleared
 )
 
 // epoch anchors timestamps: a fence stores its timestamp as nanoseconds since
@@ -227,13 +228,18 @@ func (f *Fence) Timestamp() (time.Time, bool) {
 // hook, and signalling f if it says so. It never enables signalling. Models
 // dma_fence_is_signaled().
 func (f *Fence) IsSignaled() bool {
-	// Small enough to inline: reservation walks call it for every fence.
-	return f.signaled() || (f.ctx.ops != nil && f.poll())
+	// One load of f's own flags decides the common case, a pending fence without a
+	// poll hook, and the check inlines: reservation walks make it for every fence.
+	return f.flags.Load()&(flagSignaled|flagPoll) != 0 && f.signaledOrPolled()
 }
 
-// poll asks the driver's Signaled hook, if there is one, and signals f if it says so.
-func (f *Fence) poll() bool {
-	if f.ctx.ops.Signaled == nil || !f.ctx.ops.Signaled(f) {
+// signaledOrPolled is IsSignaled past its inlined check: f has signalled, or its
+// driver's Signaled hook is asked, and f is signalled if the hook says so.
+func (f *Fence) signaledOrPolled() bool {
+	if f.signaled() {
+		return true
+	}
+	if !f.ctx.ops.Signaled(f) {
 		return false
 	}
 	_ = f.Signal() // a concurrent signal may win; either way it is signalled

@@ -75,7 +75,7 @@ func AsArray(f *Fence) *Array {
 // Fences returns the array's fences. The slice must not be modified.
 func (a *Array) Fences() []*Fence { return a.fences }
 
-// enableSignaling runs with a.Fence.mu held: it queues a callback on every fence,
+// enableSignaling runs with a.Fence's lock held: it queues a callback on every fence,
 // counting those already signalled. Returning false signals the array at once.
 func (a *Array) enableSignaling() bool {
 	a.enabling.Store(true)
@@ -93,7 +93,7 @@ func (a *Array) enableSignaling() bool {
 		return true
 	}
 	if err := a.settle(); err != nil {
-		a.Fence.err = err // a.Fence.mu is held; the core signals on false
+		a.Fence.err = err // a.Fence's lock is held; the core signals on false
 	}
 	return false
 }
@@ -112,7 +112,7 @@ func (a *Array) entrySignalled(f *Fence, _ *Callback) {
 }
 
 // recordError keeps the first error, as the kernel's cmpxchg(error, PENDING_ERROR,
-// err) does. It runs under a.Fence.mu (enable) or from an entry callback (without
+// err) does. It runs under a.Fence's lock (enable) or from an entry callback (without
 // it), so it only records: the array's own error is written under its lock, by
 // whoever completes it, from settle.
 func (a *Array) recordError(err error) {

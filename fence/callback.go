@@ -17,7 +17,20 @@ type Callback struct {
 // SetDeadline on the fence that is calling it, and should be short.
 type CallbackFunc func(f *Fence, cb *Callback)
 
-func (cb *Callback) reset() { cb.prev, cb.next, cb.fence, cb.fn = nil, nil, nil, nil }
+// reset marks cb not queued. Every pointer store pays a write barrier while the
+// collector marks, and a callback round trip is mostly such stores, so reset
+// clears only what could keep another object alive: the fence, and links to
+// other entries. fn stays until the next add replaces it, as the kernel leaves
+// cb->func.
+func (cb *Callback) reset() {
+	cb.fence = nil
+	if cb.next != nil {
+		cb.next = nil
+	}
+	if cb.prev != cb {
+		cb.prev = nil
+	}
+}
 
 // cbList is a FIFO of callbacks, linked through the entries themselves: next runs
 // head to tail and ends in nil; prev is circular, so head.prev is the tail and one
@@ -27,9 +40,14 @@ type cbList struct{ head *Callback }
 func (l *cbList) empty() bool { return l.head == nil }
 
 func (l *cbList) push(cb *Callback) {
-	cb.next = nil
+	if cb.next != nil {
+		cb.next = nil
+	}
 	if l.head == nil {
-		cb.prev, l.head = cb, cb
+		if cb.prev != cb {
+			cb.prev = cb
+		}
+		l.head = cb
 		return
 	}
 	tail := l.head.prev
@@ -88,12 +106,13 @@ func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
 	if f.signaled() {
 		return ErrSignaled
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.lock()
 	if cb.fence != nil {
+		f.unlock()
 		return errCallbackUse
 	}
 	if !f.enableLocked() {
+		f.unlockSet(flagEnableSignal)
 		return ErrSignaled
 	}
 	cb.fence, cb.fn = f, fn
@@ -101,6 +120,7 @@ func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
 	if f.leak != nil {
 		f.leak.pending.Add(1)
 	}
+	f.unlockSet(flagEnableSignal)
 	return nil
 }
 
@@ -111,8 +131,8 @@ func (f *Fence) RemoveCallback(cb *Callback) bool {
 	if cb == nil {
 		return false
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.lock()
+	defer f.unlock()
 	if cb.fence != f {
 		return false
 	}

@@ -149,7 +149,7 @@ func (c *Chain) FindSeqno(seqno uint64) (*Fence, error) {
 	return nil, nil
 }
 
-// enableSignaling runs with c.Fence.mu held. It queues c's one callback on the
+// enableSignaling runs with c.Fence's lock held. It queues c's one callback on the
 // newest payload still pending, walking from c (its own payload first); if none is pending, c has
 // completed (false: signal now). Models dma_fence_chain_enable_signaling().
 func (c *Chain) enableSignaling() bool {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -13,9 +12,10 @@ import (
 // unsignalled, signals exactly once, optionally with an error, and then stays
 // signalled. Models struct dma_fence.
 //
-// Invariants: the signalled flag is set exactly once, under mu, after err and ts
-// are final and the callback list has been taken; so reading err or ts after
-// observing the flag needs no lock. A callback is queued on at most one fence.
+// Invariants: the signalled flag is set exactly once, with the lock held, after
+// err is final: reading err after observing the flag needs no lock. A timestamp
+// is written before flagStamped, which is set together with (or after) the
+// signalled flag. A callback is queued on at most one fence.
 //
 // Rules (dma-buf.rst): a fence must signal in bounded time (a driver backs every
 // fence with a timeout that signals it with an error); the code between publishing a
@@ -26,30 +26,31 @@ import (
 //
 // A Fence must not be copied.
 type Fence struct {
-	flags atomic.Uint32
-	refs  atomic.Int32 // references minus one, so that the zero value is one
-	ctx   *Context     // also holds the ops: the kernel's fence->ops
+	flags atomic.Uint32 // the flag bits below, the fence lock (lock.go), the waiter count
+	refs  atomic.Int32  // references minus one, so that the zero value is one
+	ctx   *Context      // also holds the ops: the kernel's fence->ops
 	seqno uint64
 
-	mu   sync.Mutex
-	err  error         // guarded by mu until signalled, then immutable
-	ts   int64         // guarded by mu until signalled, then immutable; see stamp and noStamp
-	cbs  cbList        // guarded by mu; empty once signalled; waiters first
-	done chan struct{} // guarded by mu; made by Done, closed on signal
+	err  error         // guarded by the lock until signalled, then immutable
+	ts   int64         // guarded by the lock until flagStamped, then immutable
+	cbs  cbList        // guarded by the lock; empty once signalled
+	done chan struct{} // guarded by the lock; made by Done or Wait, closed on signal
 	leak *leakState    // set at creation when the context checks for leaks
 	data any           // the driver's, from NewWithData; immutable
 }
 
-// The layout above is 96 bytes, a size class below a channel's 112: creating and
-// signalling a fence is the unit the whole model is built of.
+// The layout above is 88 bytes, in the allocator's 96-byte class, as a channel is:
+// creating and signalling a fence is the unit the whole model is built of.
 
 const (
 	flagSignaled uint32 = 1 << iota
 	flagEnableSignal
 	flagArray
 	flagChain
-	flagDoneOut // Done handed out a channel: its holder counts as a waiter (under mu)
+	flagDoneOut // Done handed out a channel: its holder counts as a waiter (under the lock)
 	flagPoll    // the context's ops have a Signaled hook; set at creation, never cleared
+	flagStamped // ts holds the signal's timestamp
+	flagLocked  // the fence lock (lock.go)
 )
 
 // epoch anchors timestamps: a fence stores its timestamp as nanoseconds since
@@ -121,29 +122,56 @@ func (f *Fence) SignalTimestamp(ts time.Time) error {
 func (f *Fence) signalAt(ts int64) error {
 	chk := f.ctx.Checker()
 	if !chk.Enabled() { // the production path: no annotation calls at all
-		f.mu.Lock()
-		err := f.signalLocked(ts)
-		f.mu.Unlock()
-		return err
+		return f.signal(ts)
 	}
 	cookie := chk.BeginSignalling()
-	f.mu.Lock()
-	err := f.signalLocked(ts)
-	f.mu.Unlock()
+	err := f.signal(ts)
 	chk.EndSignalling(cookie)
 	return err
 }
 
-// signalLocked is dma_fence_signal_timestamp_locked(): callbacks run with f.mu held,
-// as the kernel runs them under the fence lock. A callback must therefore not call
-// RemoveCallback, SetError, EnableSignaling or SetDeadline on the same fence.
+// signal takes f's lock and signals f. Without a timestamp to record, taking the
+// lock and marking f signalled are one atomic operation (lock.go).
+func (f *Fence) signal(ts int64) error {
+	if ts == noStamp {
+		if !f.lockToSignal() {
+			return errSignalTwice
+		}
+		f.completeLocked()
+		f.unlock()
+		return nil
+	}
+	f.lock()
+	err := f.signalLocked(ts)
+	f.unlock()
+	return err
+}
+
+// signalLocked is dma_fence_signal_timestamp_locked(), for a caller that holds f's
+// lock. Like the kernel, it marks f signalled before it records the timestamp, and
+// readers of the timestamp look for the flag that follows it (the kernel's
+// DMA_FENCE_FLAG_TIMESTAMP_BIT).
 func (f *Fence) signalLocked(ts int64) error {
 	if f.signaled() {
 		return errSignalTwice
 	}
-	f.ts = ts
+	if ts == noStamp {
+		f.flags.Or(flagSignaled)
+	} else {
+		f.ts = ts
+		f.flags.Or(flagSignaled | flagStamped)
+	}
+	f.completeLocked()
+	return nil
+}
+
+// completeLocked finishes a signal, with f locked and marked signalled: sleeping
+// waiters wake, then the callbacks run, in the calling goroutine, with f's lock
+// held, as the kernel runs them under the fence lock. A callback must therefore
+// not call RemoveCallback, SetError, EnableSignaling or SetDeadline on the same
+// fence.
+func (f *Fence) completeLocked() {
 	list := f.cbs.take()
-	f.flags.Or(flagSignaled)
 	if f.done != nil {
 		close(f.done) // sleeping waiters first, as the kernel queues them at the head
 	}
@@ -157,7 +185,6 @@ func (f *Fence) signalLocked(ts int64) error {
 		fn(f, cb)
 		cb = next
 	}
-	return nil
 }
 
 // SetErrorLocked is SetError for a driver hook that runs with f's lock held:
@@ -181,8 +208,8 @@ func (f *Fence) SetError(err error) error {
 	if err == nil {
 		return errNilError
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.lock()
+	defer f.unlock()
 	if f.signaled() {
 		return errLateError
 	}
@@ -198,8 +225,8 @@ func (f *Fence) Error() error {
 	if f.signaled() {
 		return f.err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.lock()
+	defer f.unlock()
 	return f.err
 }
 
@@ -218,7 +245,7 @@ func (f *Fence) Status() (signaled bool, err error) {
 // Signal, not SignalTimestamp. Models dma_fence_timestamp(), which warns and
 // returns the current time for an unsignalled fence.
 func (f *Fence) Timestamp() (time.Time, bool) {
-	if !f.signaled() || f.ts == noStamp {
+	if f.flags.Load()&flagStamped == 0 {
 		return time.Time{}, false
 	}
 	return epoch.Add(time.Duration(f.ts)), true
@@ -252,19 +279,27 @@ func (f *Fence) EnableSignaling() {
 	if f.flags.Load()&(flagSignaled|flagEnableSignal) != 0 {
 		return
 	}
-	f.mu.Lock()
+	f.lock()
 	f.enableLocked()
-	f.mu.Unlock()
+	f.unlockSet(flagEnableSignal)
 }
 
 // enableLocked is __dma_fence_enable_signaling(): it reports false if f is signalled
-// (or the hook said it already completed, and f was signalled here).
+// (or the hook said it already completed, and f was signalled here). The caller
+// drops the lock with unlockSet(flagEnableSignal): for a fence without an
+// EnableSignaling hook the flag is only a record, and setting it as the lock is
+// dropped saves an atomic operation; with a hook, it is set here, before the hook
+// runs, so that the hook runs once.
 func (f *Fence) enableLocked() bool {
+	ops := f.ops()
+	if ops == nil || ops.EnableSignaling == nil {
+		return !f.signaled()
+	}
 	was := f.flags.Or(flagEnableSignal)
 	if was&flagSignaled != 0 {
 		return false
 	}
-	if ops := f.ops(); was&flagEnableSignal == 0 && ops != nil && ops.EnableSignaling != nil {
+	if was&flagEnableSignal == 0 {
 		if !ops.EnableSignaling(f) {
 			_ = f.signalLocked(f.ctx.now())
 			return false
@@ -288,9 +323,9 @@ func (f *Fence) Done() <-chan struct{} {
 	if f.signaled() {
 		return closedChan
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.signaled() || !f.enableLocked() {
+	f.lock()
+	defer f.unlockSet(flagEnableSignal)
+	if !f.enableLocked() {
 		return closedChan
 	}
 	if f.flags.Load()&flagDoneOut == 0 {
@@ -334,9 +369,9 @@ func (f *Fence) Wait(ctx context.Context) error {
 	}
 }
 
-// Goroutines blocked in Wait are counted in the high bits of flags (changed under
-// mu), which keeps the fence at 96 bytes.
-const waiterOne = 1 << 8
+// Goroutines blocked in Wait are counted in the high bits of flags (changed with
+// the lock held), which keeps the fence small.
+const waiterOne = 1 << 12
 
 // addWaiter counts the calling goroutine as blocked in Wait and returns the
 // channel to block on, or nil if f has signalled (enabling signalling may do it).
@@ -344,9 +379,9 @@ const waiterOne = 1 << 8
 // of the last reference a release with pending signals. Sleeping waiters wake before
 // the callbacks run, as the kernel queues them at the head.
 func (f *Fence) addWaiter() chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.signaled() || !f.enableLocked() {
+	f.lock()
+	defer f.unlockSet(flagEnableSignal)
+	if !f.enableLocked() {
 		return nil
 	}
 	f.flags.Add(waiterOne)
@@ -363,8 +398,8 @@ func (f *Fence) addWaiter() chan struct{} {
 // its waiter on a timeout, so that giving up changes nothing: neither Put nor
 // LeakCheck will count a waiter that has gone.
 func (f *Fence) removeWaiter() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.lock()
+	defer f.unlock()
 	if f.signaled() {
 		return // nothing is pending any more
 	}
@@ -416,9 +451,9 @@ func (f *Fence) Put() {
 	if f.refs.Add(-1) != -1 {
 		return // references are stored minus one
 	}
-	f.mu.Lock()
+	f.lock()
 	pending := !f.signaled() && (!f.cbs.empty() || f.flags.Load()&^(waiterOne-1) != 0 || f.flags.Load()&flagDoneOut != 0)
-	f.mu.Unlock()
+	f.unlock()
 	if pending {
 		f.ctx.Checker().FenceLeaked(f.Describe() + ": released with pending signals")
 		_ = f.SetError(ErrDeadlock)

@@ -26,7 +26,10 @@ func Stub() *Fence {
 func NewSignaled(ts time.Time) *Fence {
 	f := stubContext.New(0)
 	f.flags.Store(flagEnableSignal)
-	f.ts = stamp(ts)
 	f.flags.Or(flagSignaled)
+	if s := stamp(ts); s != noStamp {
+		f.ts = s
+		f.flags.Or(flagStamped)
+	}
 	return f
 }

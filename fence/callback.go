@@ -54,6 +54,17 @@ func (l *cbList) push(cb *Callback) {
 	cb.prev, tail.next, l.head.prev = tail, cb, cb
 }
 
+// pushFront queues cb at the head, where the kernel's default wait queues its
+// waiter.
+func (l *cbList) pushFront(cb *Callback) {
+	if l.head == nil {
+		l.push(cb)
+		return
+	}
+	cb.prev, cb.next = l.head.prev, l.head
+	l.head.prev, l.head = cb, cb
+}
+
 func (l *cbList) remove(cb *Callback) {
 	if cb == l.head {
 		l.head = cb.next

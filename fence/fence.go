@@ -173,7 +173,7 @@ func (f *Fence) signalLocked(ts int64) error {
 func (f *Fence) completeLocked() {
 	list := f.cbs.take()
 	if f.done != nil {
-		close(f.done) // sleeping waiters first, as the kernel queues them at the head
+		close(f.done) // Done's holders, then the list: waiters at its head, then callbacks
 	}
 	if f.leak != nil {
 		f.leak.pending.Store(0)
@@ -344,69 +344,71 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // Wait blocks until f signals or ctx is done, and returns nil or ctx.Err(). It
 // returns nil for a fence that signalled with an error: read that with Error.
-// Giving up changes nothing. Models dma_fence_wait(): it is annotated for lockdep
-// (a dma fence wait, or for a long-running fence an LR wait) and enables signalling.
+// Giving up changes nothing; if f signals as ctx gives up, Wait returns nil.
+// Models dma_fence_wait(): it is annotated for lockdep (a dma fence wait, or for a
+// long-running fence an LR wait) and enables signalling.
 func (f *Fence) Wait(ctx context.Context) error {
 	f.annotateWait()
 	if f.IsSignaled() {
 		return nil
 	}
-	done := f.addWaiter()
-	if done == nil {
+	w := goroutineWaiter()
+	if !f.addWaiter(w) {
 		return nil
 	}
 	d := ctx.Done()
 	if d == nil { // context.Background: a plain receive, cheaper than a select
-		<-done
+		<-w.wake
 		return nil
 	}
 	select {
-	case <-done:
+	case <-w.wake:
 		return nil
 	case <-d:
-		f.removeWaiter()
+		if !f.removeWaiter(w) {
+			<-w.wake // the signal took the entry, and sent its wake-up under the lock
+			return nil
+		}
 		return ctx.Err()
 	}
 }
 
-// Goroutines blocked in Wait are counted in the high bits of flags (changed with
-// the lock held), which keeps the fence small.
-const waiterOne = 1 << 12
-
-// addWaiter counts the calling goroutine as blocked in Wait and returns the
-// channel to block on, or nil if f has signalled (enabling signalling may do it).
-// Like the waiter dma_fence_default_wait() queues, a counted waiter makes a release
-// of the last reference a release with pending signals. Sleeping waiters wake before
-// the callbacks run, as the kernel queues them at the head.
-func (f *Fence) addWaiter() chan struct{} {
+// addWaiter queues w at the head of f's callback list, where the kernel's
+// dma_fence_default_wait() puts its waiter, so sleeping waiters wake before the
+// callbacks run. It reports false if f has signalled (enabling signalling may do
+// it). Like that waiter, a queued one makes a release of the last reference a
+// release with pending signals.
+func (f *Fence) addWaiter(w *waiter) bool {
 	f.lock()
 	defer f.unlockSet(flagEnableSignal)
 	if !f.enableLocked() {
-		return nil
+		return false
 	}
-	f.flags.Add(waiterOne)
+	f.cbs.pushFront(&w.cb)
+	w.queued = true
 	if f.leak != nil {
 		f.leak.pending.Add(1)
 	}
-	if f.done == nil {
-		f.done = make(chan struct{})
-	}
-	return f.done
+	return true
 }
 
-// removeWaiter undoes addWaiter for a Wait that gives up, as the kernel removes
+// removeWaiter takes w off f's list for a Wait that gives up, as the kernel removes
 // its waiter on a timeout, so that giving up changes nothing: neither Put nor
-// LeakCheck will count a waiter that has gone.
-func (f *Fence) removeWaiter() {
+// LeakCheck will count a waiter that has gone. It reports false if the signal took
+// w first.
+func (f *Fence) removeWaiter(w *waiter) bool {
 	f.lock()
 	defer f.unlock()
-	if f.signaled() {
-		return // nothing is pending any more
+	if !w.queued {
+		return false
 	}
-	f.flags.Add(^uint32(waiterOne - 1)) // minus waiterOne
+	f.cbs.remove(&w.cb)
+	w.cb.reset()
+	w.queued = false
 	if f.leak != nil {
 		f.leak.pending.Add(-1)
 	}
+	return true
 }
 
 func (f *Fence) annotateWait() {
@@ -452,7 +454,7 @@ func (f *Fence) Put() {
 		return // references are stored minus one
 	}
 	f.lock()
-	pending := !f.signaled() && (!f.cbs.empty() || f.flags.Load()&^(waiterOne-1) != 0 || f.flags.Load()&flagDoneOut != 0)
+	pending := !f.signaled() && (!f.cbs.empty() || f.flags.Load()&flagDoneOut != 0)
 	f.unlock()
 	if pending {
 		f.ctx.Checker().FenceLeaked(f.Describe() + ": released with pending signals")

@@ -128,8 +128,8 @@ func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
 	}
 	cb.fence, cb.fn = f, fn
 	f.cbs.push(cb)
-	if f.leak != nil {
-		f.leak.pending.Add(1)
+	if st := f.leaks(); st != nil {
+		st.pending.Add(1)
 	}
 	f.unlockSet(flagEnableSignal)
 	return nil
@@ -149,8 +149,8 @@ func (f *Fence) RemoveCallback(cb *Callback) bool {
 	}
 	f.cbs.remove(cb)
 	cb.reset()
-	if f.leak != nil {
-		f.leak.pending.Add(-1)
+	if st := f.leaks(); st != nil {
+		st.pending.Add(-1)
 	}
 	return true
 }

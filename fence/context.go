@@ -139,7 +139,7 @@ func (c *Context) New(seqno uint64) *Fence {
 // initFlags sets what f's flags say about its context, before f is published.
 func (c *Context) initFlags(f *Fence) {
 	if c.ops != nil && c.ops.Signaled != nil {
-		f.flags.Store(flagPoll)
+		f.flags.Or(flagPoll)
 	}
 	if c.leaks {
 		f.watchLeaks()
@@ -165,7 +165,11 @@ func (c *Context) Init(f *Fence, seqno uint64) error {
 // again with container_of.
 func (c *Context) NewWithData(seqno uint64, data any) *Fence {
 	f := c.New(seqno)
-	f.data = data
+	if st := f.leaks(); st != nil {
+		st.data = data
+	} else {
+		f.data = data
+	}
 	return f
 }
 

@@ -34,12 +34,11 @@ type Fence struct {
 	err  error         // guarded by the lock until signalled, then immutable
 	ts   int64         // guarded by the lock until flagStamped, then immutable
 	cbs  cbList        // guarded by the lock; empty once signalled
-	done chan struct{} // guarded by the lock; made by Done or Wait, closed on signal
-	leak *leakState    // set at creation when the context checks for leaks
-	data any           // the driver's, from NewWithData; immutable
+	done chan struct{} // guarded by the lock; made by Done, closed on signal
+	data any           // the driver's (NewWithData), or with flagLeak a *leakState holding it; immutable
 }
 
-// The layout above is 88 bytes, in the allocator's 96-byte class, as a channel is:
+// The layout above is 80 bytes, an allocation size class below a channel's 96:
 // creating and signalling a fence is the unit the whole model is built of.
 
 const (
@@ -51,6 +50,7 @@ const (
 	flagPoll    // the context's ops have a Signaled hook; set at creation, never cleared
 	flagStamped // ts holds the signal's timestamp
 	flagLocked  // the fence lock (lock.go)
+	flagLeak    // the context checks for leaks: data is a *leakState; set at creation
 )
 
 // epoch anchors timestamps: a fence stores its timestamp as nanoseconds since
@@ -90,7 +90,12 @@ func (f *Fence) Context() *Context { return f.ctx }
 func (f *Fence) Seqno() uint64 { return f.seqno }
 
 // Data returns the value given to Context.NewWithData, or nil.
-func (f *Fence) Data() any { return f.data }
+func (f *Fence) Data() any {
+	if st := f.leaks(); st != nil {
+		return st.data
+	}
+	return f.data
+}
 
 // IsLongRunning reports whether f is a long-running fence (see LongRunning).
 func (f *Fence) IsLongRunning() bool { return f.ctx.lr }
@@ -175,8 +180,8 @@ func (f *Fence) completeLocked() {
 	if f.done != nil {
 		close(f.done) // Done's holders, then the list: waiters at its head, then callbacks
 	}
-	if f.leak != nil {
-		f.leak.pending.Store(0)
+	if st := f.leaks(); st != nil {
+		st.pending.Store(0)
 	}
 	for cb := list; cb != nil; {
 		next := cb.next
@@ -330,8 +335,8 @@ func (f *Fence) Done() <-chan struct{} {
 	}
 	if f.flags.Load()&flagDoneOut == 0 {
 		f.flags.Or(flagDoneOut)
-		if f.leak != nil {
-			f.leak.pending.Add(1)
+		if st := f.leaks(); st != nil {
+			st.pending.Add(1)
 		}
 	}
 	if f.done == nil {
@@ -386,8 +391,8 @@ func (f *Fence) addWaiter(w *waiter) bool {
 	}
 	f.cbs.pushFront(&w.cb)
 	w.queued = true
-	if f.leak != nil {
-		f.leak.pending.Add(1)
+	if st := f.leaks(); st != nil {
+		st.pending.Add(1)
 	}
 	return true
 }
@@ -405,8 +410,8 @@ func (f *Fence) removeWaiter(w *waiter) bool {
 	f.cbs.remove(&w.cb)
 	w.cb.reset()
 	w.queued = false
-	if f.leak != nil {
-		f.leak.pending.Add(-1)
+	if st := f.leaks(); st != nil {
+		st.pending.Add(-1)
 	}
 	return true
 }

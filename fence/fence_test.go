@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"unsafe"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -313,6 +314,13 @@ func TestTimestampIsSetBySignal(t *testing.T) {
 	got, ok := f.Timestamp()
 	require.True(t, ok)
 	require.True(t, ts.Equal(got))
+}
+
+// A fence is 80 bytes, a size class below a channel's: growing it makes every
+// fence (and every job, which embeds two) a larger allocation. A change that needs
+// more room should say so here.
+func TestFenceSize(t *testing.T) {
+	require.Equal(t, uintptr(80), unsafe.Sizeof(fence.Fence{}))
 }
 
 // Signal reads the clock only on a context made WithTimestamps; elsewhere a fence

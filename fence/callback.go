@@ -1,5 +1,7 @@
 package fence
 
+import "unsafe"
+
 // A Callback is a queue entry for a function to run when a fence signals. The
 // caller owns it (embed it in the object the callback is about, as drivers embed
 // struct dma_fence_cb), so adding a callback allocates nothing. A Callback is queued
@@ -30,6 +32,15 @@ func (cb *Callback) reset() {
 	if cb.prev != cb {
 		cb.prev = nil
 	}
+}
+
+// sameFunc reports whether a and b are the same function value: the same
+// closure object, or the same top-level function. A Callback is usually reused
+// with the function it had, and skipping that store saves a write barrier while
+// the collector marks; Go compares functions only with nil, so it compares the
+// pointers underneath.
+func sameFunc(a, b CallbackFunc) bool {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 // cbList is a FIFO of callbacks, linked through the entries themselves: next runs
@@ -126,7 +137,10 @@ func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
 		f.unlockSet(flagEnableSignal)
 		return ErrSignaled
 	}
-	cb.fence, cb.fn = f, fn
+	cb.fence = f
+	if !sameFunc(cb.fn, fn) {
+		cb.fn = fn
+	}
 	f.cbs.push(cb)
 	if st := f.leaks(); st != nil {
 		st.pending.Add(1)

@@ -316,6 +316,22 @@ func TestTimestampIsSetBySignal(t *testing.T) {
 	require.True(t, ts.Equal(got))
 }
 
+// A reused Callback runs the function of its latest AddCallback, whether that is
+// the same function again or another one.
+func TestReusedCallbackRunsItsLatestFunction(t *testing.T) {
+	ctx := mockContext(t)
+	var cb fence.Callback
+	var got []string
+	a := func(*fence.Fence, *fence.Callback) { got = append(got, "a") }
+	b := func(*fence.Fence, *fence.Callback) { got = append(got, "b") }
+	for _, fn := range []fence.CallbackFunc{a, a, b, a, b, b} {
+		f := ctx.Next()
+		require.NoError(t, f.AddCallback(&cb, fn))
+		require.NoError(t, f.Signal())
+	}
+	require.Equal(t, []string{"a", "a", "b", "a", "b", "b"}, got)
+}
+
 // A fence is 80 bytes, a size class below a channel's: growing it makes every
 // fence (and every job, which embeds two) a larger allocation. A change that needs
 // more room should say so here.

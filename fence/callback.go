@@ -145,7 +145,7 @@ func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
 	if st := f.leaks(); st != nil {
 		st.pending.Add(1)
 	}
-	f.unlockSet(flagEnableSignal)
+	f.unlockSet(flagEnableSignal | flagCallbacks)
 	return nil
 }
 
@@ -158,7 +158,7 @@ func (f *Fence) RemoveCallback(cb *Callback) bool {
 	}
 	f.lock()
 	defer f.unlock()
-	if cb.fence != f {
+	if cb.fence != f || f.signaled() {
 		return false
 	}
 	f.cbs.remove(cb)

@@ -46,11 +46,12 @@ const (
 	flagEnableSignal
 	flagArray
 	flagChain
-	flagDoneOut // Done handed out a channel: its holder counts as a waiter (under the lock)
-	flagPoll    // the context's ops have a Signaled hook; set at creation, never cleared
-	flagStamped // ts holds the signal's timestamp
-	flagLocked  // the fence lock (lock.go)
-	flagLeak    // the context checks for leaks: data is a *leakState; set at creation
+	flagDoneOut   // Done handed out a channel: its holder counts as a waiter (under the lock)
+	flagPoll      // the context's ops have a Signaled hook; set at creation, never cleared
+	flagStamped   // ts holds the signal's timestamp
+	flagLocked    // the fence lock (lock.go)
+	flagLeak      // the context checks for leaks: data is a *leakState; set at creation
+	flagCallbacks // AddCallback queued a callback (it may have been removed since): Signal takes the lock
 )
 
 // epoch anchors timestamps: a fence stores its timestamp as nanoseconds since
@@ -135,14 +136,24 @@ func (f *Fence) signalAt(ts int64) error {
 	return err
 }
 
-// signal takes f's lock and signals f. Without a timestamp to record, taking the
-// lock and marking f signalled are one atomic operation (lock.go).
+// signal signals f. Without a timestamp to record it is one or two atomic
+// operations: with no callback queued (sleeping waiters aside), marking f
+// signalled while the lock is free freezes the list, since everything that
+// changes it takes the lock and then finds f signalled, so the waiters are woken
+// without the lock; otherwise taking the lock and marking f signalled are one
+// operation (lock.go), and the callbacks run under the lock, as the kernel's do.
 func (f *Fence) signal(ts int64) error {
 	if ts == noStamp {
+		for fl := f.flags.Load(); fl&(flagSignaled|flagLocked|flagCallbacks) == 0; fl = f.flags.Load() {
+			if f.flags.CompareAndSwap(fl, fl|flagSignaled) {
+				f.complete()
+				return nil
+			}
+		}
 		if !f.lockToSignal() {
 			return errSignalTwice
 		}
-		f.completeLocked()
+		f.complete()
 		f.unlock()
 		return nil
 	}
@@ -166,16 +177,17 @@ func (f *Fence) signalLocked(ts int64) error {
 		f.ts = ts
 		f.flags.Or(flagSignaled | flagStamped)
 	}
-	f.completeLocked()
+	f.complete()
 	return nil
 }
 
-// completeLocked finishes a signal, with f locked and marked signalled: sleeping
-// waiters wake, then the callbacks run, in the calling goroutine, with f's lock
-// held, as the kernel runs them under the fence lock. A callback must therefore
-// not call RemoveCallback, SetError, EnableSignaling or SetDeadline on the same
-// fence.
-func (f *Fence) completeLocked() {
+// complete finishes a signal, with f marked signalled, and locked unless no
+// callback is queued: sleeping waiters wake, then the callbacks run, in the
+// calling goroutine, with f's lock held, as the kernel runs them under the fence
+// lock. A callback must therefore not call RemoveCallback, SetError,
+// EnableSignaling or SetDeadline on the same fence. Once f is marked signalled
+// nothing but this changes its list, Done channel or error.
+func (f *Fence) complete() {
 	list := f.cbs.take()
 	if f.done != nil {
 		close(f.done) // Done's holders, then the list: waiters at its head, then callbacks
@@ -371,7 +383,7 @@ func (f *Fence) Wait(ctx context.Context) error {
 		return nil
 	case <-d:
 		if !f.removeWaiter(w) {
-			<-w.wake // the signal took the entry, and sent its wake-up under the lock
+			<-w.wake // the signal owns the entry: its wake-up is sent or on its way
 			return nil
 		}
 		return ctx.Err()
@@ -390,7 +402,6 @@ func (f *Fence) addWaiter(w *waiter) bool {
 		return false
 	}
 	f.cbs.pushFront(&w.cb)
-	w.queued = true
 	if st := f.leaks(); st != nil {
 		st.pending.Add(1)
 	}
@@ -399,17 +410,16 @@ func (f *Fence) addWaiter(w *waiter) bool {
 
 // removeWaiter takes w off f's list for a Wait that gives up, as the kernel removes
 // its waiter on a timeout, so that giving up changes nothing: neither Put nor
-// LeakCheck will count a waiter that has gone. It reports false if the signal took
-// w first.
+// LeakCheck will count a waiter that has gone. It reports false if f has
+// signalled: the signal owns w then, and sends its wake-up.
 func (f *Fence) removeWaiter(w *waiter) bool {
 	f.lock()
 	defer f.unlock()
-	if !w.queued {
+	if f.signaled() {
 		return false
 	}
 	f.cbs.remove(&w.cb)
 	w.cb.reset()
-	w.queued = false
 	if st := f.leaks(); st != nil {
 		st.pending.Add(-1)
 	}

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
-	"unsafe"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

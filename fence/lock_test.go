@@ -1,6 +1,7 @@
 package fence_test
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -77,4 +78,33 @@ func TestFenceLockContentionInABubble(t *testing.T) {
 		wg.Wait()
 		require.Equal(t, want.Load(), ran.Load())
 	})
+}
+
+// A Wait that gives up just as its fence signals returns nil or ctx.Err(), and
+// leaves the goroutine's wait entry clean: its next Wait sleeps until that fence
+// signals, and does not return early on a stale wake-up.
+func TestWaitGivingUpAsTheFenceSignalsLeavesNoStaleWakeUp(t *testing.T) {
+	for range 300 {
+		synctest.Test(t, func(t *testing.T) {
+			ctx := mockContext(t)
+			f, g := ctx.Next(), ctx.Next()
+			cctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if err := f.Wait(cctx); err != nil {
+					require.ErrorIs(t, err, context.Canceled)
+				}
+				require.NoError(t, g.Wait(context.Background()))
+				require.True(t, g.IsSignaled(), "Wait returned before the fence signalled")
+			})
+			synctest.Wait() // the waiter sleeps on f
+			// Cancelling wakes the waiter through ctx; signalling before it runs
+			// leaves the fence's wake-up for it to drain as it gives up.
+			cancel()
+			require.NoError(t, f.Signal())
+			synctest.Wait() // the first Wait is over; the second sleeps on g
+			require.NoError(t, g.Signal())
+			wg.Wait()
+		})
+	}
 }

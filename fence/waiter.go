@@ -15,16 +15,16 @@ import (
 // waiting allocates nothing after the first time.
 //
 // Invariants: only the goroutine gid uses the waiter, so it is queued on at most
-// one fence at a time; queued is guarded by that fence's lock; wake holds no
-// token while the goroutine is not inside Wait. The entry's Callback has no fence
+// one fence at a time; once that fence is marked signalled the signal owns the
+// entry and sends exactly one wake-up; wake holds no token while the goroutine is
+// not inside Wait. The entry's Callback has no fence
 // pointer (RemoveCallback cannot reach it), so a goroutine blocked in Wait does
 // not keep the fence reachable and LeakCheck still sees a fence dropped with a
 // sleeper.
 type waiter struct {
-	cb     Callback
-	wake   chan struct{} // buffered, one: the signal's wake-up
-	queued bool
-	gid    int64
+	cb   Callback
+	wake chan struct{} // buffered, one: the signal's wake-up
+	gid  int64
 }
 
 // waiters caches each goroutine's waiter by goroutine id: ids are never reused,
@@ -48,12 +48,9 @@ func goroutineWaiter() *waiter {
 	return w
 }
 
-// wakeWaiter is a waiter's callback. It runs with the fence's lock held, which
-// is what lets a Wait that gives up tell, under the same lock, whether the
-// wake-up was sent.
+// wakeWaiter is a waiter's callback.
 func wakeWaiter(_ *Fence, cb *Callback) {
 	w := (*waiter)(unsafe.Pointer(cb)) // cb is the waiter's first field
-	w.queued = false
 	select {
 	case w.wake <- struct{}{}:
 	default: // cannot happen: the token of an earlier wait was drained

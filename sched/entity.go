@@ -17,33 +17,40 @@ var entityIDs atomic.Uint64
 // jobs run in the order they were pushed, on one of its schedulers, and its fences
 // form one timeline. Models struct drm_sched_entity.
 //
-// Invariants: queue holds the pushed jobs not yet popped, in push order (guarded
-// by mu, with queued its length); once stopped (killed) it never runs a job again.
+// Invariants: the queue (head, tail, linked through Job.next) holds the pushed jobs
+// not yet popped, in push order; it changes under mu, with queued its length, and
+// only the run worker (holding popMu) and Kill (holding popMu too) take jobs off
+// it, so that the run worker may read head without mu, as the kernel's
+// spsc_queue lets it peek. Once stopped (killed) the entity never runs a job again.
+// sched, stopped and priority change under mu and are read without it where the
+// kernel reads them without entity->lock (job init and arm).
 // Lock order: Entity.mu, then Scheduler.mu; no fence method is called with either
 // held.
 type Entity struct {
-	id       uint64
-	schedCtx *fence.Context // scheduled fences (context ctx)
-	finCtx   *fence.Context // finished fences (context ctx+1)
-	guilty   atomic.Bool
-	queued   atomic.Int64
+	id          uint64
+	schedCtx    *fence.Context // scheduled fences (context ctx)
+	finCtx      *fence.Context // finished fences (context ctx+1)
+	schedList   []*Scheduler   // nil if pinned; immutable
+	creditLimit uint32         // the smallest credit limit of the entity's schedulers
+	guilty      atomic.Bool
+	queued      atomic.Int64
+	seq         atomic.Uint64 // last seqno handed out by Arm: fence_seq
+	sched       atomic.Pointer[Scheduler]
+	stopped     atomic.Bool
+	priority    atomic.Uint32 // a Priority
 
 	popMu sync.Mutex // held by the run worker while it pops and runs a job of this entity
 
 	mu            sync.Mutex
-	sched         *Scheduler
-	schedList     []*Scheduler // nil once pinned
-	priority      Priority
-	queue         []*Job
-	seq           uint64
-	stopped       bool
-	lastScheduled *fence.Fence   // finished fence of the last popped job
-	lastPushed    *fence.Fence   // finished fence of the last job pushed: a job killed at Push follows it
-	changed       chan struct{}  // made by a waiting Flush; closed and cleared when the queue shrinks or the entity stops
-	waiting       bool           // guarded by sched.mu: a dependency callback is pending
-	depFence      *fence.Fence   // the pending dependency (run worker and its callback)
-	depCb         fence.Callback // one pending dependency at a time
-	rq            rqState        // guarded by sched.mu
+	head          atomic.Pointer[Job] // the oldest queued job; see the invariants
+	tail          *Job                // the newest queued job
+	lastScheduled *fence.Fence        // finished fence of the last popped job
+	lastPushed    *fence.Fence        // finished fence of the last job pushed: a job killed at Push follows it
+	changed       chan struct{}       // made by a waiting Flush; closed and cleared when the queue shrinks or the entity stops
+	waiting       bool                // guarded by sched.mu: a dependency callback is pending
+	depFence      *fence.Fence        // the pending dependency (run worker and its callback)
+	depCb         fence.Callback      // one pending dependency at a time
+	rq            rqState             // guarded by sched.mu
 	stats         entityStats
 }
 
@@ -58,16 +65,23 @@ func NewEntity(p Priority, scheds ...*Scheduler) (*Entity, error) {
 	name := scheds[0].cfg.Name
 	chk := fence.WithChecker(scheds[0].checker)
 	e := &Entity{
-		id:       entityIDs.Add(1),
-		schedCtx: fence.NewContext("drm_sched", name, fence.WithID(ctx), chk),
-		finCtx:   fence.NewContext("drm_sched", name, fence.WithID(ctx+1), chk),
-		sched:    scheds[0],
-		priority: p,
+		id:          entityIDs.Add(1),
+		schedCtx:    fence.NewContext("drm_sched", name, fence.WithID(ctx), chk),
+		finCtx:      fence.NewContext("drm_sched", name, fence.WithID(ctx+1), chk),
+		creditLimit: scheds[0].cfg.CreditLimit,
 	}
+	e.sched.Store(scheds[0])
+	e.priority.Store(uint32(p))
 	e.rq.index = -1
 	e.rq.prio = p
 	if len(scheds) > 1 {
 		e.schedList = slices.Clone(scheds)
+		for _, s := range scheds {
+			// Arm may move an idle entity to any scheduler of its list: a job that
+			// does not fit the smallest ring would wait for credits forever there,
+			// and stall every entity behind it.
+			e.creditLimit = min(e.creditLimit, s.cfg.CreditLimit)
+		}
 	}
 	return e, nil
 }
@@ -83,18 +97,10 @@ func (e *Entity) ID() uint64 { return e.id }
 func (e *Entity) FenceContext() uint64 { return e.schedCtx.ID() }
 
 // Scheduler returns the scheduler the entity runs on now.
-func (e *Entity) Scheduler() *Scheduler {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.sched
-}
+func (e *Entity) Scheduler() *Scheduler { return e.sched.Load() }
 
 // Priority returns the entity's priority.
-func (e *Entity) Priority() Priority {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.priority
-}
+func (e *Entity) Priority() Priority { return Priority(e.priority.Load()) }
 
 // SetPriority changes the entity's priority; queued jobs are picked by the new one.
 // Models drm_sched_entity_set_priority().
@@ -104,8 +110,8 @@ func (e *Entity) SetPriority(p Priority) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.priority = p
-	s := e.sched
+	e.priority.Store(uint32(p))
+	s := e.sched.Load()
 	s.mu.Lock()
 	s.rq.setPriority(e, p)
 	s.mu.Unlock()
@@ -132,13 +138,30 @@ func (e *Entity) Error() error {
 	return f.Error()
 }
 
-func (e *Entity) peek() *Job {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.queue) == 0 {
-		return nil
+// push appends j to the queue and reports whether it is the only job there. Called
+// with mu held. Models spsc_queue_push().
+func (e *Entity) push(j *Job) bool {
+	if e.tail == nil {
+		e.head.Store(j)
+	} else {
+		e.tail.next.Store(j)
 	}
-	return e.queue[0]
+	e.tail = j
+	return e.queued.Add(1) == 1
+}
+
+// pop takes the head job off the queue and returns the next one, or nil. Called
+// with popMu and mu held.
+func (e *Entity) pop() *Job {
+	j := e.head.Load()
+	next := j.next.Load()
+	j.next.Store(nil)
+	e.head.Store(next)
+	if next == nil {
+		e.tail = nil
+	}
+	e.queued.Add(-1)
+	return next
 }
 
 // notifyLocked wakes Flush waiters. The channel is made only when someone waits,
@@ -153,11 +176,15 @@ func (e *Entity) notifyLocked() {
 // selectScheduler moves an idle entity to the least loaded of its schedulers.
 // Models drm_sched_entity_select_rq(), called at arm.
 func (e *Entity) selectScheduler() {
+	list := e.schedList
+	if list == nil {
+		return // pinned
+	}
 	e.mu.Lock()
-	list, last, cur := e.schedList, e.lastScheduled, e.sched
-	busy := len(e.queue) > 0
+	last, cur := e.lastScheduled, e.sched.Load()
+	busy := e.queued.Load() > 0
 	e.mu.Unlock()
-	if list == nil || busy || (last != nil && !last.IsSignaled()) {
+	if busy || (last != nil && !last.IsSignaled()) {
 		return
 	}
 	best := list[0]
@@ -171,13 +198,13 @@ func (e *Entity) selectScheduler() {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.queue) > 0 || e.stopped {
+	if e.queued.Load() > 0 || e.stopped.Load() {
 		return
 	}
 	cur.mu.Lock()
 	cur.rq.remove(e)
 	cur.mu.Unlock()
-	e.sched = best
+	e.sched.Store(best)
 }
 
 // Flush waits until the entity has no queued job (or was killed), or ctx ends.
@@ -185,7 +212,7 @@ func (e *Entity) selectScheduler() {
 func (e *Entity) Flush(ctx context.Context) error {
 	for {
 		e.mu.Lock()
-		if len(e.queue) == 0 || e.stopped {
+		if e.queued.Load() == 0 || e.stopped.Load() {
 			e.mu.Unlock()
 			return nil
 		}
@@ -208,12 +235,12 @@ func (e *Entity) Flush(ctx context.Context) error {
 // Models drm_sched_entity_kill() and drm_sched_entity_fini().
 func (e *Entity) Kill() {
 	e.mu.Lock()
-	if e.stopped {
+	if e.stopped.Load() {
 		e.mu.Unlock()
 		return
 	}
-	e.stopped = true
-	s := e.sched
+	e.stopped.Store(true)
+	s := e.sched.Load()
 	s.mu.Lock()
 	s.rq.remove(e)
 	s.mu.Unlock()
@@ -221,9 +248,11 @@ func (e *Entity) Kill() {
 
 	e.popMu.Lock() // wait for the run worker to be done with this entity
 	e.mu.Lock()
-	jobs := e.queue
-	e.queue = nil
-	e.queued.Store(0)
+	var jobs []*Job
+	for e.head.Load() != nil {
+		jobs = append(jobs, e.head.Load())
+		e.pop()
+	}
 	prev := e.lastScheduled
 	e.notifyLocked()
 	e.mu.Unlock()

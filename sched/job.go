@@ -3,7 +3,6 @@ package sched
 import (
 	"fmt"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/gpusync/gpusync/fence"
@@ -30,11 +29,12 @@ type Job struct {
 	state    atomic.Uint32
 	seqno    uint64
 	deps     []*fence.Fence
-	depIdx   int // next dependency to look at (run worker only)
+	depIdx   int                 // next dependency to look at (run worker only)
+	next     atomic.Pointer[Job] // the next job in the entity's queue (see Entity)
 
-	scheduled *fence.Fence // signalled when the job is handed to RunJob
-	finished  *fence.Fence // signalled when the job is done; carries its error
-	parent    *fence.Fence // the hardware fence (run worker; TDR when stopped)
+	scheduled *fence.Fence                // signalled when the job is handed to RunJob
+	finished  *fence.Fence                // signalled when the job is done; carries its error
+	parent    atomic.Pointer[fence.Fence] // the hardware fence
 	hwCb      fence.Callback
 	done      atomic.Bool
 	detached  bool // Stop took the hardware callback off and returned the credits
@@ -44,15 +44,13 @@ type Job struct {
 	// waiting only for it to be scheduled (DRM_SCHED_FENCE_DONT_PIPELINE).
 	DontPipeline bool
 
-	submitTS time.Time // Push
-	startTS  time.Time // RunJob, or when the job ahead finished
-	tdrStart time.Time // guarded by sched.mu
+	// Clock readings (see now).
+	submitTS int64 // Push, for the FIFO policy and the queued event only
+	startTS  int64 // reached the ring (RunJob)
+	tdrStart int64 // the timeout counts from here; guarded by sched.mu
 
-	killDeps []*fence.Fence
-	killIdx  int
-	killCb   fence.Callback
-
-	rt *jobTrace // runtime/trace task, when tracing was on at Push
+	killed *jobKill  // a killed job's walk over what it must follow
+	rt     *jobTrace // runtime/trace task, when tracing was on at Push
 }
 
 const (
@@ -67,23 +65,10 @@ const (
 // (the kernel clamps an oversized job when it is picked; refusing it here names the
 // bug where it is made). Models drm_sched_job_init().
 func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
-	e.mu.Lock()
-	s, stopped := e.sched, e.stopped
-	var limit uint32
-	if s != nil {
-		// Arm may move an idle entity to any scheduler of its list: a job that
-		// does not fit the smallest ring would wait for credits forever there, and
-		// stall every entity behind it.
-		limit = s.cfg.CreditLimit
-		for _, x := range e.schedList {
-			limit = min(limit, x.cfg.CreditLimit)
-		}
-	}
-	e.mu.Unlock()
-	switch {
-	case s == nil:
+	switch limit := e.creditLimit; {
+	case e.sched.Load() == nil:
 		return nil, ErrNoRunQueue
-	case stopped:
+	case e.stopped.Load():
 		return nil, ErrKilled
 	case credits == 0:
 		return nil, errCreditsZero
@@ -115,14 +100,7 @@ func (j *Job) Finished() *fence.Fence { return j.finished }
 
 // Parent returns the hardware fence RunJob returned, or nil (before RunJob, or
 // after Stop dropped it).
-func (j *Job) Parent() *fence.Fence {
-	if j.sched == nil {
-		return nil
-	}
-	j.sched.mu.Lock()
-	defer j.sched.mu.Unlock()
-	return j.parent
-}
+func (j *Job) Parent() *fence.Fence { return j.parent.Load() }
 
 // Karma returns how often the job was blamed for a hang.
 func (j *Job) Karma() int { return int(j.karma.Load()) }
@@ -210,12 +188,11 @@ func (j *Job) Arm() error {
 	}
 	e := j.entity
 	e.selectScheduler()
-	e.mu.Lock()
-	j.sched = e.sched
-	j.priority = e.priority
-	e.seq++
-	j.seqno = e.seq
-	e.mu.Unlock()
+	// As drm_sched_job_arm(), without the entity lock: the caller serialises Arm
+	// and Push on the entity.
+	j.sched = e.sched.Load()
+	j.priority = Priority(e.priority.Load())
+	j.seqno = e.seq.Add(1)
 	j.scheduled = e.schedCtx.NewWithData(j.seqno, j)
 	j.finished = e.finCtx.NewWithData(j.seqno, j)
 	return nil
@@ -232,23 +209,20 @@ func (j *Job) Push() error {
 	}
 	e, s := j.entity, j.sched
 	if s.cfg.Policy == PolicyFIFO || s.cfg.Tracer != nil {
-		j.submitTS = time.Now() // the FIFO key and the queued event's time; skipped otherwise
+		j.submitTS = now() // the FIFO key and the queued event's time; skipped otherwise
 	}
 	j.traceStart()
 	// Traced before the job is visible, as drm_sched_entity_push_job traces
 	// drm_sched_job_queue first: once queued, the run worker may pick it at once.
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: j.submitTS})
+		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: at(j.submitTS)})
 	}
 	e.mu.Lock()
 	// A job killed here follows the job pushed before it, whatever became of
 	// that one: still queued (a Kill in progress kills it), killed, or running.
 	prev := e.lastPushed
 	e.lastPushed = j.finished
-	s.mu.Lock()
-	closed := s.closed.Load()
-	s.mu.Unlock()
-	if stopped := e.stopped; stopped || closed {
+	if stopped, closed := e.stopped.Load(), s.closed.Load(); stopped || closed {
 		e.mu.Unlock()
 		j.kill(prev)
 		if !stopped {
@@ -256,18 +230,22 @@ func (j *Job) Push() error {
 		}
 		return ErrKilled
 	}
-	e.queue = append(e.queue, j)
-	first := e.queued.Add(1) == 1
+	// Only the first job wakes the scheduler, as in the kernel: with jobs queued
+	// before it, the entity is on the run queue (or waits for a dependency, whose
+	// callback puts it back), and the run work goes on until the queue is empty.
+	first := e.push(j)
 	if first {
 		s.mu.Lock()
 		if !e.waiting {
-			s.rq.add(e, j.submitTS.UnixNano(), e.avgNs(), s.avgJobNs)
+			s.rq.add(e, j.submitTS, e.avgNs(), s.avgJobNs.Load())
 		}
 		s.mu.Unlock()
 	}
 	e.mu.Unlock()
 	s.score.Add(1)
-	kick(s.runK)
+	if first {
+		s.queueWork(workRun)
+	}
 	return nil
 }
 
@@ -287,10 +265,11 @@ func (j *Job) nextDependency(s *Scheduler) *fence.Fence {
 	return nil
 }
 
-// popJob resolves the head job's dependencies and pops it, or returns nil if it
-// must wait for one (the entity then leaves the run queue until that fence
-// signals). Run worker only, with e.popMu held. Models drm_sched_entity_pop_job()
-// and drm_sched_entity_add_dependency_cb().
+// popJob resolves the head job's dependencies, pops it, charges its credits and
+// puts it on the pending list, or returns nil if it must wait for a dependency
+// (the entity then leaves the run queue until that fence signals). Run worker only,
+// with e.popMu held. Models drm_sched_entity_pop_job(),
+// drm_sched_entity_add_dependency_cb() and the start of drm_sched_run_job_work().
 func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 	for {
 		dep := j.nextDependency(s)
@@ -329,32 +308,28 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 	if e.guilty.Load() {
 		_ = j.finished.SetError(ErrCanceled)
 	}
-	e.mu.Lock()
-	e.lastScheduled = j.finished
-	e.queue[0] = nil
-	e.queue = e.queue[1:]
-	e.queued.Add(-1)
-	e.notifyLocked()
-	var next *Job
-	if len(e.queue) > 0 {
-		next = e.queue[0]
-	}
-	e.mu.Unlock()
 	var runtime int64
 	if s.cfg.Policy == PolicyFair {
 		runtime = e.stats.runtime.Load()
 	}
+	s.credits.Add(int64(j.credits))
+	j.startTS = now() // reaches the ring: its GPU time and its timeout start
+	e.mu.Lock()
+	e.lastScheduled = j.finished
+	next := e.pop()
+	e.notifyLocked()
 	s.mu.Lock()
-	if next == nil && e.queued.Load() == 0 {
+	if next == nil {
 		s.rq.remove(e)
 	} else {
-		var sub int64
-		if next != nil {
-			sub = next.submitTS.UnixNano()
-		}
-		s.rq.popped(e, runtime, sub)
+		s.rq.popped(e, runtime, next.submitTS)
 	}
+	wakeTDR := s.beginLocked(j)
 	s.mu.Unlock()
+	e.mu.Unlock()
+	if wakeTDR {
+		kick(s.tdrK)
+	}
 	return j
 }
 
@@ -362,7 +337,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 // s.mu held.
 func (s *Scheduler) requeue(e *Entity) {
 	if e.queued.Load() > 0 && !e.waiting && !s.rq.has(e) {
-		s.rq.add(e, time.Now().UnixNano(), 0, s.avgJobNs)
+		s.rq.add(e, now(), 0, s.avgJobNs.Load())
 	}
 }
 
@@ -372,16 +347,14 @@ func (s *Scheduler) requeue(e *Entity) {
 // it allocates no closure. Models drm_sched_entity_wakeup().
 func dependencySignalled(_ *fence.Fence, cb *fence.Callback) {
 	e := (*Entity)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Entity{}.depCb))))
-	e.mu.Lock()
-	s, stopped := e.sched, e.stopped
-	e.mu.Unlock()
+	s := e.sched.Load() // an entity with queued jobs does not move
 	s.mu.Lock()
 	e.waiting = false
-	if !stopped {
+	if !e.stopped.Load() {
 		s.requeue(e)
 	}
 	s.mu.Unlock()
-	kick(s.runK)
+	s.queueWork(workRun)
 }
 
 // kill completes a job that will never run: after prev (the job before it) and
@@ -390,32 +363,44 @@ func dependencySignalled(_ *fence.Fence, cb *fence.Callback) {
 // Everything happens in fence callbacks, so no goroutine is left waiting. Models
 // drm_sched_entity_kill_jobs_cb().
 func (j *Job) kill(prev *fence.Fence) *fence.Fence {
+	k := &jobKill{j: j}
 	if prev != nil {
-		j.killDeps = append(j.killDeps, prev)
+		k.deps = append(k.deps, prev)
 	}
 	for _, d := range j.deps {
 		if dj := JobOf(d); dj != nil && d == dj.scheduled {
 			d = dj.finished // wait for the work, not just its submission
 		}
-		j.killDeps = append(j.killDeps, d)
+		k.deps = append(k.deps, d)
 	}
-	j.killStep()
+	j.killed = k
+	k.step()
 	return j.finished
 }
 
-// killStepCB is killStep as a fence callback, finding the job from its Callback.
-func killStepCB(_ *fence.Fence, cb *fence.Callback) {
-	(*Job)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Job{}.killCb)))).killStep()
+// jobKill is a killed job's walk over the fences it must follow. Made only on
+// the kill path, so that a job does not carry it.
+type jobKill struct {
+	j    *Job
+	deps []*fence.Fence
+	idx  int
+	cb   fence.Callback
 }
 
-func (j *Job) killStep() {
-	for j.killIdx < len(j.killDeps) {
-		d := j.killDeps[j.killIdx]
-		j.killIdx++
-		if d.AddCallbackUnbounded(&j.killCb, killStepCB) == nil {
+// killStepCB is step as a fence callback, finding the walk from its Callback.
+func killStepCB(_ *fence.Fence, cb *fence.Callback) {
+	(*jobKill)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(jobKill{}.cb)))).step()
+}
+
+func (k *jobKill) step() {
+	for k.idx < len(k.deps) {
+		d := k.deps[k.idx]
+		k.idx++
+		if d.AddCallbackUnbounded(&k.cb, killStepCB) == nil {
 			return
 		}
 	}
+	j := k.j
 	if !j.done.CompareAndSwap(false, true) {
 		return
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	rtrace "runtime/trace"
+
+	"github.com/gpusync/gpusync/fence"
 )
 
 // jobTrace makes a job visible in `go tool trace`: a task from Push to completion,
@@ -23,13 +25,13 @@ func (j *Job) traceStart() {
 	rtrace.Logf(ctx, "sched", "queued entity=%d seqno=%d credits=%d", j.entity.id, j.seqno, j.credits)
 }
 
-// traceRun runs RunJob inside a region of the job's task.
-func (j *Job) traceRun(run func()) {
+// run calls the driver's RunJob, inside a region of the job's task when traced.
+func (j *Job) run(runJob func(*Job) (*fence.Fence, error)) (hw *fence.Fence, err error) {
 	if j.rt == nil {
-		run()
-		return
+		return runJob(j)
 	}
-	rtrace.WithRegion(j.rt.ctx, "RunJob", run)
+	rtrace.WithRegion(j.rt.ctx, "RunJob", func() { hw, err = runJob(j) })
+	return hw, err
 }
 
 func (j *Job) traceEnd(err error) {

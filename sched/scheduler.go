@@ -2,7 +2,6 @@ package sched
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,32 +69,47 @@ type Config struct {
 // Invariants (under mu): pending holds the jobs handed to RunJob and not yet
 // freed, in RunJob order; credits is the sum of their credits (minus those whose
 // hardware callback Stop detached); the run queue holds exactly the entities with a
-// queued job, no pending dependency, that are not stopped.
+// queued job, no pending dependency, that are not stopped; tdrAt is never later
+// than the deadline of the job at the head of pending (the TDR worker may wake
+// early and sleep again, never late). An entity on the run queue has run work
+// queued or running, or waits for credits or for WQueueStart, which queue it.
 type Scheduler struct {
 	cfg     Config
 	checker *lockdep.Checker
 
-	score   atomic.Int64 // load-balancing score: entities on the rq plus queued jobs
-	credits atomic.Int64 // credits charged (kept outside mu: completions run in fence callbacks)
-	closed  atomic.Bool  // Close was called: Push refuses
+	score    atomic.Int64  // load-balancing score: entities on the rq plus queued jobs
+	credits  atomic.Int64  // credits charged (kept outside mu: completions run in fence callbacks)
+	closed   atomic.Bool   // Close was called: Push refuses
+	paused   atomic.Bool   // pause_submit: work items do nothing
+	work     atomic.Uint32 // queued work items (workRun, workFree) and workIdle
+	lastDone atomic.Int64  // clock reading of the last completion: the next job's GPU time starts no earlier
+	avgJobNs atomic.Int64  // EWMA of job GPU time, for the fair policy
 
 	mu         sync.Mutex
 	rq         *runQueue
-	pending    []*Job
-	paused     bool // pause_submit
+	pending    jobRing
 	freeGuilty bool
-	tdrOff     bool // not re-armed (device gone) or stopped, until the next begin or Start
-	fault      bool // Fault: fire the TDR now
-	avgJobNs   int64
-	lastDone   time.Time // when the last job completed: the next one's GPU time starts no earlier
+	tdrOff     bool  // not re-armed (device gone) or stopped, until the next begin or Start
+	fault      bool  // Fault: fire the TDR now
+	tdrAt      int64 // the deadline the TDR worker sleeps until; never when it has none
 
-	workMu sync.Mutex // held while a work item runs; wqueue stop waits on it
-	runK   chan struct{}
-	freeK  chan struct{}
-	tdrK   chan struct{}
-	stop   chan struct{}
-	g      errgroup.Group
+	workMu  sync.Mutex // held while a work item runs; wqueue stop waits on it
+	freeBuf []*Job     // the free work's batch, reused (submit worker only)
+	wake    chan struct{}
+	tdrK    chan struct{}
+	stop    chan struct{}
+	g       errgroup.Group
 }
+
+// The submit worker's work items, in Scheduler.work: a set bit is a queued item,
+// as WORK_STRUCT_PENDING is for a work_struct, so that queueing an item already
+// queued is one atomic load. workIdle says the worker found nothing to do and
+// sleeps on wake: whoever queues an item then clears it and wakes the worker.
+const (
+	workRun uint32 = 1 << iota
+	workFree
+	workIdle
+)
 
 // New validates cfg and returns a running scheduler. Models drm_sched_init().
 func New(cfg Config) (*Scheduler, error) {
@@ -114,11 +128,12 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg:     cfg,
 		checker: cfg.Checker,
 		rq:      newRunQueue(cfg.Policy),
-		runK:    make(chan struct{}, 1),
-		freeK:   make(chan struct{}, 1),
+		tdrAt:   never,
+		wake:    make(chan struct{}, 1),
 		tdrK:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
+	s.lastDone.Store(longAgo)
 	if s.checker == nil {
 		s.checker = lockdep.Default
 	}
@@ -142,17 +157,13 @@ func (s *Scheduler) Score() int64 { return s.score.Load() }
 
 // IsStopped reports whether submission is paused (Stop or WQueueStop). Models
 // drm_sched_wqueue_ready's counterpart, pause_submit.
-func (s *Scheduler) IsStopped() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.paused
-}
+func (s *Scheduler) IsStopped() bool { return s.paused.Load() }
 
 // Pending returns the jobs on the hardware, oldest first. Models pending_list.
 func (s *Scheduler) Pending() []*Job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.pending)
+	return s.pending.jobs()
 }
 
 func kick(c chan struct{}) {
@@ -172,40 +183,60 @@ func (s *Scheduler) trace(e Event) {
 	}
 }
 
-// submitWorker runs the run-job and free-job work items, one at a time, in the
-// order they were queued: the kernel's ordered submit workqueue.
-func (s *Scheduler) submitWorker() error {
+// queueWork queues the work items in bits. Models queue_work() on the submit
+// workqueue: an item already queued is not queued twice, and the worker wakes only
+// if it was idle, so that the common case (the worker is busy and will look again)
+// costs one atomic load.
+func (s *Scheduler) queueWork(bits uint32) {
 	for {
-		select {
-		case <-s.stop:
-			return nil
-		case <-s.freeK:
-			s.work(s.freeWork)
-		case <-s.runK:
-			s.work(s.runWork)
+		old := s.work.Load()
+		if old&bits == bits && old&workIdle == 0 {
+			return
+		}
+		if s.work.CompareAndSwap(old, (old|bits)&^workIdle) {
+			if old&workIdle != 0 {
+				kick(s.wake) // only the goroutine that cleared workIdle sends
+			}
+			return
 		}
 	}
 }
 
-// work runs one work item unless submission is paused: queueing work while paused
-// is a no-op in the kernel, and WQueueStart queues both items again.
-func (s *Scheduler) work(item func()) {
-	s.workMu.Lock()
-	defer s.workMu.Unlock()
-	s.mu.Lock()
-	paused := s.paused
-	s.mu.Unlock()
-	if !paused {
-		item()
+// submitWorker runs the queued work items until Close: the free-job item first,
+// then the run-job item, which the free-job item always queues (credits may have
+// come back), as drm_sched_free_job_work() queues the run work. One goroutine for
+// both keeps them in order, as the kernel's ordered submit workqueue does.
+func (s *Scheduler) submitWorker() error {
+	for {
+		w := s.work.Swap(0)
+		if w == 0 {
+			// Nothing queued: go idle, unless an item came in meanwhile.
+			if s.work.CompareAndSwap(0, workIdle) {
+				select {
+				case <-s.wake:
+				case <-s.stop:
+					return nil
+				}
+			}
+			continue
+		}
+		s.workMu.Lock()
+		// Queueing work while paused is a no-op in the kernel, and WQueueStart
+		// queues both items again: an item taken while paused is dropped.
+		if !s.paused.Load() {
+			if w&workFree != 0 {
+				s.freeWork()
+			}
+			s.runWork() // queued, or queued by the free work
+		}
+		s.workMu.Unlock()
 	}
 }
 
 // WQueueStop pauses submission and waits for a running work item to finish.
 // Models drm_sched_wqueue_stop().
 func (s *Scheduler) WQueueStop() {
-	s.mu.Lock()
-	s.paused = true
-	s.mu.Unlock()
+	s.paused.Store(true)
 	s.workMu.Lock() // cancel_work_sync: wait out the item in flight
 	s.workMu.Unlock()
 }
@@ -213,25 +244,18 @@ func (s *Scheduler) WQueueStop() {
 // WQueueStart resumes submission and queues both work items. Models
 // drm_sched_wqueue_start().
 func (s *Scheduler) WQueueStart() {
-	s.mu.Lock()
-	s.paused = false
-	s.mu.Unlock()
-	kick(s.runK)
-	kick(s.freeK)
+	s.paused.Store(false)
+	s.queueWork(workRun | workFree)
 }
 
 // runWork is drm_sched_run_job_work: while an entity is ready and its head job
 // fits in the free credits, pop it and hand it to the hardware.
 func (s *Scheduler) runWork() {
-	for {
+	for !s.paused.Load() {
 		s.mu.Lock()
 		e := s.rq.peek()
-		paused := s.paused
 		s.mu.Unlock()
-		if e == nil || paused {
-			return
-		}
-		if !s.runOne(e) {
+		if e == nil || !s.runOne(e) {
 			return
 		}
 	}
@@ -240,8 +264,8 @@ func (s *Scheduler) runWork() {
 // runOne tries the selected entity. It returns false when the worker should stop
 // (not enough credits: wait for a completion, which queues the work again).
 func (s *Scheduler) runOne(e *Entity) bool {
-	e.popMu.Lock() // entity_idle: Kill waits for this
-	head := e.peek()
+	e.popMu.Lock()        // entity_idle: Kill waits for this
+	head := e.head.Load() // only this worker and Kill, both under popMu, take it off
 	if head == nil {
 		e.popMu.Unlock()
 		s.mu.Lock()
@@ -260,26 +284,19 @@ func (s *Scheduler) runOne(e *Entity) bool {
 		e.popMu.Unlock()
 		return true // waiting on a dependency; the entity left the run queue
 	}
-	s.credits.Add(int64(job.credits))
-	job.startTS = time.Now() // before RunJob: its fence may signal at once
-	s.begin(job)
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Time: job.startTS})
+		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Time: at(job.startTS)})
 	}
-	var hw *fence.Fence
-	var err error
 	cookie := s.checker.BeginSignalling()
-	job.traceRun(func() { hw, err = s.cfg.Ops.RunJob(job) })
+	hw, err := job.run(s.cfg.Ops.RunJob)
 	s.checker.EndSignalling(cookie)
 	e.popMu.Unlock()
 	if err == nil && hw != nil && !hw.IsLongRunning() {
 		// drm_sched_fence_scheduled() stores the parent before it signals: whoever
 		// waited for the scheduled fence may read Parent.
-		s.mu.Lock()
-		job.parent = hw
-		s.mu.Unlock()
+		job.parent.Store(hw)
 	}
-	_ = job.scheduled.SignalTimestamp(job.startTS)
+	_ = job.scheduled.SignalTimestamp(at(job.startTS))
 	s.attachHW(job, hw, err)
 	return true
 }
@@ -303,59 +320,64 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 	}
 }
 
-// begin puts job on the pending list and starts its timeout if it is the head.
-// Models drm_sched_job_begin().
-func (s *Scheduler) begin(job *Job) {
-	s.mu.Lock()
-	job.tdrStart = job.startTS // one clock read per job: it reached the ring now
-	if s.tdrOff && len(s.pending) > 0 {
+// beginLocked puts job, which reached the ring at job.startTS, on the pending
+// list and reports whether the TDR worker must be woken to time it. Called with
+// mu held. Models drm_sched_job_begin().
+func (s *Scheduler) beginLocked(job *Job) bool {
+	job.tdrStart = job.startTS
+	if s.tdrOff && s.pending.len() > 0 {
 		// The timer was off (device gone): starting it again gives the head a
 		// full timeout from now, as drm_sched_start_timeout() does.
-		s.pending[0].tdrStart = job.tdrStart
+		s.pending.front().tdrStart = job.tdrStart
 	}
-	s.pending = append(s.pending, job)
+	s.pending.pushBack(job)
 	s.tdrOff = false
-	s.mu.Unlock()
-	kick(s.tdrK)
+	return s.tdrEarlierLocked()
 }
 
 // hwDone is the hardware fence's callback: it runs in the goroutine that signalled
 // the hardware fence, with that fence's lock held. A plain function that finds the
 // job from its Callback, as container_of does, so that queueing it allocates no
-// closure. The job completes at the hardware fence's timestamp. Models
-// drm_sched_job_done_cb().
+// closure. Models drm_sched_job_done_cb().
 func hwDone(f *fence.Fence, cb *fence.Callback) {
 	j := (*Job)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Job{}.hwCb))))
-	at, ok := f.Timestamp()
-	if !ok {
-		at = time.Now()
+	j.sched.jobDoneAt(j, f.Error(), doneTime(f))
+}
+
+// doneTime is when the job of hardware fence f completed: f's timestamp if it has
+// one, else now.
+func doneTime(f *fence.Fence) int64 {
+	if t, ok := f.Timestamp(); ok {
+		return reading(t)
 	}
-	j.sched.jobDoneAt(j, f.Error(), at)
+	return now()
 }
 
 // jobDone returns the job's credits and signals its finished fence with result.
 // It runs at most once per job. Models drm_sched_job_done().
-func (s *Scheduler) jobDone(j *Job, result error) { s.jobDoneAt(j, result, time.Now()) }
+func (s *Scheduler) jobDone(j *Job, result error) { s.jobDoneAt(j, result, now()) }
 
-// jobDoneAt is jobDone for a completion at the given time.
-func (s *Scheduler) jobDoneAt(j *Job, result error, now time.Time) {
+// jobDoneAt is jobDone for a completion at clock reading t.
+func (s *Scheduler) jobDoneAt(j *Job, result error, t int64) {
 	if !j.done.CompareAndSwap(false, true) {
 		return
 	}
 	cookie := s.checker.BeginSignalling()
 	// GPU time: from when the job reached the ring, or when the job ahead of it
-	// finished if that was later (the ring runs in order), to now. The kernel
+	// finished if that was later (the ring runs in order), to t. The kernel
 	// accounts it in the free worker; doing it here makes Stats current as soon as
 	// the finished fence has signalled.
-	s.mu.Lock()
-	start := j.startTS
-	if s.lastDone.After(start) {
-		start = s.lastDone
+	last := s.lastDone.Load()
+	for last < t && !s.lastDone.CompareAndSwap(last, t) {
+		last = s.lastDone.Load()
 	}
-	s.lastDone = now
-	gpu := max(now.Sub(start), 0)
-	s.avgJobNs = ewma(s.avgJobNs, gpu.Nanoseconds())
-	s.mu.Unlock()
+	gpu := time.Duration(max(t-max(j.startTS, last), 0))
+	for {
+		avg := s.avgJobNs.Load()
+		if s.avgJobNs.CompareAndSwap(avg, ewma(avg, gpu.Nanoseconds())) {
+			break
+		}
+	}
 	if result != nil {
 		_ = j.finished.SetError(result)
 	}
@@ -364,41 +386,34 @@ func (s *Scheduler) jobDoneAt(j *Job, result error, now time.Time) {
 	s.credits.Add(-int64(j.credits))
 	s.score.Add(-1)
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: final, Time: now})
+		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: final, Time: at(t)})
 	}
-	_ = j.finished.SignalTimestamp(now)
+	_ = j.finished.SignalTimestamp(at(t))
 	s.checker.EndSignalling(cookie)
 	j.traceEnd(final)
-	kick(s.freeK)
+	s.queueWork(workFree)
 }
 
-// freeWork retires finished jobs from the head of the pending list and frees them. Models drm_sched_free_job_work() with
-// drm_sched_get_finished_job().
+// freeWork retires finished jobs from the head of the pending list and frees them.
+// Models drm_sched_free_job_work() with drm_sched_get_finished_job(); the submit
+// worker runs the run work after it, for the credits the jobs returned.
 func (s *Scheduler) freeWork() {
-	var done []*Job
+	done := s.freeBuf[:0]
 	s.mu.Lock()
-	for len(s.pending) > 0 && s.pending[0].finished.IsSignaled() {
-		j := s.pending[0]
-		s.pending[0] = nil
-		s.pending = s.pending[1:]
-		done = append(done, j)
+	for s.pending.len() > 0 && s.pending.front().finished.IsSignaled() {
+		done = append(done, s.pending.popFront())
 	}
-	if len(done) > 0 && len(s.pending) > 0 {
-		s.pending[0].tdrStart = time.Now() // the new head's timeout starts now
+	if len(done) > 0 && s.pending.len() > 0 {
+		// The new head's timeout starts now: a later deadline, which the TDR
+		// worker finds when it wakes for the old one.
+		s.pending.front().tdrStart = now()
 	}
 	s.mu.Unlock()
-	if len(done) == 0 {
-		// A job the TDR took off the pending list returned its credits when its
-		// fence signalled, with nothing here to retire: drm_sched_free_job_work
-		// queues the run work whether or not it freed a job.
-		kick(s.runK)
-		return
-	}
-	kick(s.tdrK)
-	for _, j := range done {
+	for i, j := range done {
 		s.cfg.Ops.FreeJob(j)
+		done[i] = nil
 	}
-	kick(s.runK) // credits may have freed up
+	s.freeBuf = done[:0]
 }
 
 func ewma(avg, v int64) int64 {
@@ -421,8 +436,8 @@ func (s *Scheduler) Close() {
 	close(s.stop)
 	_ = s.g.Wait()
 	s.mu.Lock()
-	jobs := s.pending
-	s.pending = nil
+	jobs := s.pending.jobs()
+	s.pending.set(nil)
 	s.mu.Unlock()
 	// Detach the jobs from their hardware fences first, so that the driver's
 	// cancellations (newest first, as drm_sched_fini calls cancel_job) cannot

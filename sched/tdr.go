@@ -1,24 +1,31 @@
 package sched
 
-import (
-	"slices"
-	"time"
-)
+import "time"
 
 // tdrWorker is the timeout worker: it sleeps until the job at the head of the
 // pending list has run for Timeout (counted from when it reached the hardware, or
 // from when the job ahead of it finished, whichever is later), or until Fault, and
 // then runs the timeout handler. Models work_tdr on timeout_wq.
+//
+// A deadline that moves later (the head finished, the next job's timeout starts)
+// does not wake it: it wakes at the old one, finds the new one and sleeps again.
+// Whoever makes the deadline earlier than the one it sleeps until (tdrAt) wakes it
+// (see tdrEarlierLocked), which happens when the pending list was empty or the
+// timer off: about once per burst of work, not once per job.
 func (s *Scheduler) tdrWorker() error {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	for {
 		s.mu.Lock()
-		at, armed := s.tdrDeadline()
+		deadline, armed := s.tdrDeadline()
+		s.tdrAt = never
+		if armed {
+			s.tdrAt = deadline
+		}
 		s.mu.Unlock()
 		var fire <-chan time.Time
 		if armed {
-			t.Reset(time.Until(at))
+			t.Reset(time.Duration(deadline - now()))
 			fire = t.C
 		}
 		select {
@@ -33,15 +40,28 @@ func (s *Scheduler) tdrWorker() error {
 	}
 }
 
-// tdrDeadline says when the timer should fire. Called with mu held.
-func (s *Scheduler) tdrDeadline() (time.Time, bool) {
+// tdrDeadline says when the timer should fire, as a clock reading. Called with mu
+// held.
+func (s *Scheduler) tdrDeadline() (int64, bool) {
 	if s.fault {
-		return time.Now(), true
+		return now(), true
 	}
-	if s.tdrOff || s.cfg.Timeout <= 0 || len(s.pending) == 0 {
-		return time.Time{}, false
+	if s.tdrOff || s.cfg.Timeout <= 0 || s.pending.len() == 0 {
+		return 0, false
 	}
-	return s.pending[0].tdrStart.Add(s.cfg.Timeout), true
+	return s.pending.front().tdrStart + int64(s.cfg.Timeout), true
+}
+
+// tdrEarlierLocked reports whether the deadline is now earlier than the one the
+// TDR worker sleeps until, so that it must be woken (kick tdrK), and records it as
+// the one it will sleep until. Called with mu held.
+func (s *Scheduler) tdrEarlierLocked() bool {
+	deadline, armed := s.tdrDeadline()
+	if !armed || deadline >= s.tdrAt {
+		return false
+	}
+	s.tdrAt = deadline
+	return true
 }
 
 // Fault fires the timeout handler now, for a driver that detected a hang itself.
@@ -54,24 +74,30 @@ func (s *Scheduler) Fault() {
 }
 
 // timedOut is drm_sched_job_timedout: take the head job off the pending list (so the
-// free worker cannot free it), ask the driver, and act on its answer.
+// free worker cannot free it), ask the driver, and act on its answer. The timer may
+// have been set for an older deadline: if the current one is still ahead, it does
+// nothing, and the TDR worker sleeps again.
 func (s *Scheduler) timedOut() {
 	s.mu.Lock()
-	s.fault = false
-	if len(s.pending) == 0 {
+	if deadline, armed := s.tdrDeadline(); !armed || deadline > now() {
 		s.mu.Unlock()
 		return
 	}
-	job := s.pending[0]
+	s.fault = false
+	if s.pending.len() == 0 {
+		s.mu.Unlock()
+		return
+	}
+	job := s.pending.front()
 	if job.done.Load() {
 		// Completed, not yet freed (the free worker is paused, or behind): no hang.
 		// The kernel hands it to timedout_job and leaves the check to the driver.
-		job.tdrStart = time.Now()
+		job.tdrStart = now()
 		s.mu.Unlock()
-		kick(s.freeK)
+		s.queueWork(workFree)
 		return
 	}
-	s.pending = s.pending[1:]
+	s.pending.popFront()
 	s.mu.Unlock()
 
 	cookie := s.checker.BeginSignalling()
@@ -85,19 +111,19 @@ func (s *Scheduler) timedOut() {
 	freeIt := s.freeGuilty
 	s.freeGuilty = false
 	if status == StatusNoHang {
-		s.pending = append([]*Job{job}, s.pending...)
+		s.pending.pushFront(job)
 	}
 	if status == StatusDeviceGone {
 		s.tdrOff = true
-	} else if len(s.pending) > 0 {
-		s.pending[0].tdrStart = time.Now() // re-armed for a full timeout
+	} else if s.pending.len() > 0 {
+		s.pending.front().tdrStart = now() // re-armed for a full timeout
 	}
 	s.mu.Unlock()
 	if freeIt {
 		s.cfg.Ops.FreeJob(job)
 	}
 	if status == StatusNoHang {
-		kick(s.freeK)
+		s.queueWork(workFree)
 	}
 }
 
@@ -110,19 +136,17 @@ func (s *Scheduler) timedOut() {
 func (s *Scheduler) Stop(bad *Job) {
 	s.WQueueStop()
 	s.mu.Lock()
-	if bad != nil && bad.sched == s && !slices.Contains(s.pending, bad) {
-		s.pending = append([]*Job{bad}, s.pending...)
+	if bad != nil && bad.sched == s && !s.pending.contains(bad) {
+		s.pending.pushFront(bad)
 	}
-	jobs := append([]*Job(nil), s.pending...)
+	jobs := s.pending.jobs()
 	s.mu.Unlock()
 
 	var keep []*Job
 	for i := len(jobs) - 1; i >= 0; i-- {
 		j := jobs[i]
 		if p := j.Parent(); p != nil && p.RemoveCallback(&j.hwCb) {
-			s.mu.Lock()
-			j.parent = nil
-			s.mu.Unlock()
+			j.parent.Store(nil)
 			j.detached = true
 			s.credits.Add(-int64(j.credits))
 			keep = append(keep, j)
@@ -146,7 +170,7 @@ func (s *Scheduler) Stop(bad *Job) {
 		kept = append(kept, keep[i])
 	}
 	s.mu.Lock()
-	s.pending = kept
+	s.pending.set(kept)
 	s.tdrOff = true
 	s.mu.Unlock()
 	kick(s.tdrK)
@@ -159,7 +183,7 @@ func (s *Scheduler) Stop(bad *Job) {
 // Models drm_sched_start().
 func (s *Scheduler) Start(errno error) {
 	s.mu.Lock()
-	jobs := append([]*Job(nil), s.pending...)
+	jobs := s.pending.jobs()
 	s.mu.Unlock()
 	for _, j := range jobs {
 		if j.done.Load() {
@@ -188,8 +212,8 @@ func (s *Scheduler) Start(errno error) {
 	}
 	s.mu.Lock()
 	s.tdrOff = false
-	if len(s.pending) > 0 {
-		s.pending[0].tdrStart = time.Now()
+	if s.pending.len() > 0 {
+		s.pending.front().tdrStart = now()
 	}
 	s.mu.Unlock()
 	kick(s.tdrK)
@@ -203,7 +227,7 @@ func (s *Scheduler) Start(errno error) {
 // drm_sched_resubmit_jobs().
 func (s *Scheduler) ResubmitJobs() {
 	s.mu.Lock()
-	jobs := append([]*Job(nil), s.pending...)
+	jobs := s.pending.jobs()
 	s.mu.Unlock()
 	var guilty *Entity
 	for _, j := range jobs {
@@ -220,9 +244,7 @@ func (s *Scheduler) ResubmitJobs() {
 			_ = j.finished.SetError(err)
 			hw = nil
 		}
-		s.mu.Lock()
-		j.parent = hw
-		s.mu.Unlock()
+		j.parent.Store(hw)
 	}
 }
 

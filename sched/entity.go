@@ -72,6 +72,7 @@ func NewEntity(p Priority, scheds ...*Scheduler) (*Entity, error) {
 	}
 	e.sched.Store(scheds[0])
 	e.priority.Store(uint32(p))
+	registerContexts(e)
 	e.rq.index = -1
 	e.rq.prio = p
 	if len(scheds) > 1 {
@@ -144,7 +145,7 @@ func (e *Entity) push(j *Job) bool {
 	if e.tail == nil {
 		e.head.Store(j)
 	} else {
-		e.tail.next.Store(j)
+		e.tail.next = j
 	}
 	e.tail = j
 	return e.queued.Add(1) == 1
@@ -154,11 +155,12 @@ func (e *Entity) push(j *Job) bool {
 // with popMu and mu held.
 func (e *Entity) pop() *Job {
 	j := e.head.Load()
-	next := j.next.Load()
-	j.next.Store(nil)
+	next := j.next
 	e.head.Store(next)
 	if next == nil {
 		e.tail = nil
+	} else {
+		j.next = nil // a popped job must not keep the queue alive
 	}
 	e.queued.Add(-1)
 	return next

@@ -2,8 +2,11 @@ package sched
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
+	"weak"
 
 	"github.com/gpusync/gpusync/fence"
 	"github.com/gpusync/gpusync/resv"
@@ -18,39 +21,43 @@ import (
 // entity), then the scheduler runs it once its dependencies signalled and credits
 // allow, its finished fence follows the hardware fence, and FreeJob releases it.
 // A job dropped before Arm must be released with Cleanup.
+//
+// The job is one allocation, fences included: fields are ordered so that it fits
+// the 320-byte size class.
 type Job struct {
 	// Payload is the driver's data, for its hooks.
 	Payload any
 
-	entity   *Entity
-	sched    *Scheduler // set at Arm
-	credits  uint32
-	priority Priority
-	state    atomic.Uint32
-	seqno    uint64
-	deps     []*fence.Fence
-	depIdx   int                 // next dependency to look at (run worker only)
-	next     atomic.Pointer[Job] // the next job in the entity's queue (see Entity)
+	entity *Entity
+	sched  *Scheduler // set at Arm
+	deps   []*fence.Fence
+	next   *Job // the next job in the entity's queue; guarded by entity.mu
 
-	scheduled *fence.Fence                // signalled when the job is handed to RunJob
-	finished  *fence.Fence                // signalled when the job is done; carries its error
+	// The job's two fences, made by Arm, live in the job as the kernel's live in
+	// one struct drm_sched_fence. The seqno of both is the job's.
+	scheduled fence.Fence                 // signalled when the job is handed to RunJob
+	finished  fence.Fence                 // signalled when the job is done; carries its error
 	parent    atomic.Pointer[fence.Fence] // the hardware fence
 	hwCb      fence.Callback
-	done      atomic.Bool
-	detached  bool // Stop took the hardware callback off and returned the credits
-	karma     atomic.Int32
-
-	// DontPipeline stops a job on the same scheduler that depends on this one from
-	// waiting only for it to be scheduled (DRM_SCHED_FENCE_DONT_PIPELINE).
-	DontPipeline bool
 
 	// Clock readings (see now).
 	submitTS int64 // Push, for the FIFO policy and the queued event only
 	startTS  int64 // reached the ring (RunJob)
 	tdrStart int64 // the timeout counts from here; guarded by sched.mu
 
-	killed *jobKill  // a killed job's walk over what it must follow
-	rt     *jobTrace // runtime/trace task, when tracing was on at Push
+	rt *jobTrace // runtime/trace task, when tracing was on at Push
+
+	credits  uint32
+	state    atomic.Uint32
+	depIdx   int32 // next dependency to look at (run worker only)
+	karma    atomic.Int32
+	done     atomic.Bool
+	priority Priority
+	detached bool // Stop took the hardware callback off and returned the credits
+
+	// DontPipeline stops a job on the same scheduler that depends on this one from
+	// waiting only for it to be scheduled (DRM_SCHED_FENCE_DONT_PIPELINE).
+	DontPipeline bool
 }
 
 const (
@@ -88,15 +95,25 @@ func (j *Job) Scheduler() *Scheduler { return j.sched }
 func (j *Job) Credits() uint32 { return j.credits }
 
 // Seqno returns the job's seqno on its entity's timeline (0 before Arm).
-func (j *Job) Seqno() uint64 { return j.seqno }
+func (j *Job) Seqno() uint64 { return j.finished.Seqno() }
 
 // Scheduled returns the fence that signals when the job reaches the hardware (nil
 // before Arm).
-func (j *Job) Scheduled() *fence.Fence { return j.scheduled }
+func (j *Job) Scheduled() *fence.Fence {
+	if j.sched == nil {
+		return nil
+	}
+	return &j.scheduled
+}
 
 // Finished returns the fence that signals when the job is done, with its error: the
 // fence drivers publish (nil before Arm).
-func (j *Job) Finished() *fence.Fence { return j.finished }
+func (j *Job) Finished() *fence.Fence {
+	if j.sched == nil {
+		return nil
+	}
+	return &j.finished
+}
 
 // Parent returns the hardware fence RunJob returned, or nil (before RunJob, or
 // after Stop dropped it).
@@ -106,13 +123,49 @@ func (j *Job) Parent() *fence.Fence { return j.parent.Load() }
 func (j *Job) Karma() int { return int(j.karma.Load()) }
 
 // JobOf returns the job whose scheduled or finished fence f is, or nil. Models
-// to_drm_sched_fence().
+// to_drm_sched_fence(), which recognises a scheduler fence by its ops and finds
+// the drm_sched_fence around it with container_of: here the fence's context says
+// whether it is an entity's (see entityContexts), and the job is found from the
+// fence's place in it. f must not be a fence made with New or Next on the context
+// of a job's fence: that is a job's fence only by its context, as a fence with
+// the scheduler's ops would be in the kernel.
 func JobOf(f *fence.Fence) *Job {
 	if f == nil {
 		return nil
 	}
-	j, _ := f.Data().(*Job)
-	return j
+	c := f.Context()
+	v, ok := entityContexts.Load(c.ID())
+	if !ok {
+		return nil
+	}
+	switch e := v.(weak.Pointer[Entity]).Value(); {
+	case e == nil: // cannot be: a job's fence keeps its job, which keeps its entity
+		return nil
+	case c == e.schedCtx:
+		return (*Job)(unsafe.Add(unsafe.Pointer(f), -int(unsafe.Offsetof(Job{}.scheduled))))
+	case c == e.finCtx:
+		return (*Job)(unsafe.Add(unsafe.Pointer(f), -int(unsafe.Offsetof(Job{}.finished))))
+	}
+	return nil // a context made with fence.WithID(an entity's context id)
+}
+
+// entityContexts maps the id of each entity's two fence contexts to the entity,
+// weakly, so that an entity is garbage collected as before and its entries go with
+// it (registerContexts).
+var entityContexts sync.Map // uint64 -> weak.Pointer[Entity]
+
+// registerContexts makes e's fence contexts known to JobOf until e is collected.
+func registerContexts(e *Entity) {
+	w := weak.Make(e)
+	ids := [2]uint64{e.schedCtx.ID(), e.finCtx.ID()}
+	for _, id := range ids {
+		entityContexts.Store(id, w)
+	}
+	runtime.AddCleanup(e, func(ids [2]uint64) {
+		for _, id := range ids {
+			entityContexts.Delete(id)
+		}
+	}, ids)
 }
 
 // AddDependency makes the job wait for f. Of several fences of one context only the
@@ -192,9 +245,9 @@ func (j *Job) Arm() error {
 	// and Push on the entity.
 	j.sched = e.sched.Load()
 	j.priority = Priority(e.priority.Load())
-	j.seqno = e.seq.Add(1)
-	j.scheduled = e.schedCtx.NewWithData(j.seqno, j)
-	j.finished = e.finCtx.NewWithData(j.seqno, j)
+	seqno := e.seq.Add(1)
+	_ = e.schedCtx.Init(&j.scheduled, seqno) // a job is armed once: cannot fail
+	_ = e.finCtx.Init(&j.finished, seqno)
 	return nil
 }
 
@@ -215,13 +268,13 @@ func (j *Job) Push() error {
 	// Traced before the job is visible, as drm_sched_entity_push_job traces
 	// drm_sched_job_queue first: once queued, the run worker may pick it at once.
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Time: at(j.submitTS)})
+		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.Seqno(), Credits: j.credits, Time: at(j.submitTS)})
 	}
 	e.mu.Lock()
 	// A job killed here follows the job pushed before it, whatever became of
 	// that one: still queued (a Kill in progress kills it), killed, or running.
 	prev := e.lastPushed
-	e.lastPushed = j.finished
+	e.lastPushed = &j.finished
 	if stopped, closed := e.stopped.Load(), s.closed.Load(); stopped || closed {
 		e.mu.Unlock()
 		j.kill(prev)
@@ -254,7 +307,7 @@ func (e *Entity) avgNs() int64 { return e.stats.avgNs.Load() }
 // nextDependency returns the next fence the job waits for: its own dependencies in
 // order, then whatever PrepareJob hands back. Run worker only.
 func (j *Job) nextDependency(s *Scheduler) *fence.Fence {
-	if j.depIdx < len(j.deps) {
+	if int(j.depIdx) < len(j.deps) {
 		f := j.deps[j.depIdx]
 		j.depIdx++
 		return f
@@ -279,16 +332,19 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		if id := dep.Context().ID(); id == e.schedCtx.ID() || id == e.finCtx.ID() {
 			continue // the entity's own timeline: in order anyway
 		}
-		if dj := JobOf(dep); dj != nil && dep == dj.finished && dj.sched == s &&
-			dep.Error() == nil && !dj.DontPipeline {
-			// Same ring, executed in order: being submitted first is enough.
-			dep = dj.scheduled
-		}
 		if dep.IsSignaled() {
 			continue
 		}
+		if dj := JobOf(dep); dj != nil && dep == &dj.finished && dj.sched == s &&
+			dep.Error() == nil && !dj.DontPipeline {
+			// Same ring, executed in order: being submitted first is enough.
+			dep = &dj.scheduled
+			if dep.IsSignaled() {
+				continue
+			}
+		}
 		if s.cfg.Tracer != nil {
-			s.trace(Event{Kind: EventDependency, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.seqno,
+			s.trace(Event{Kind: EventDependency, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.Seqno(),
 				DepContext: dep.Context().ID(), DepSeqno: dep.Seqno()})
 		}
 		s.mu.Lock()
@@ -315,7 +371,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 	s.credits.Add(int64(j.credits))
 	j.startTS = now() // reaches the ring: its GPU time and its timeout start
 	e.mu.Lock()
-	e.lastScheduled = j.finished
+	e.lastScheduled = &j.finished
 	next := e.pop()
 	e.notifyLocked()
 	s.mu.Lock()
@@ -368,14 +424,13 @@ func (j *Job) kill(prev *fence.Fence) *fence.Fence {
 		k.deps = append(k.deps, prev)
 	}
 	for _, d := range j.deps {
-		if dj := JobOf(d); dj != nil && d == dj.scheduled {
-			d = dj.finished // wait for the work, not just its submission
+		if dj := JobOf(d); dj != nil && d == &dj.scheduled {
+			d = &dj.finished // wait for the work, not just its submission
 		}
 		k.deps = append(k.deps, d)
 	}
-	j.killed = k
-	k.step()
-	return j.finished
+	k.step() // k lives on in the callback it queues
+	return &j.finished
 }
 
 // jobKill is a killed job's walk over the fences it must follow. Made only on
@@ -409,7 +464,7 @@ func (k *jobKill) step() {
 	_ = j.finished.SetError(ErrSearch)
 	_ = j.finished.Signal()
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: ErrSearch})
+		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.Seqno(), Credits: j.credits, Err: ErrSearch})
 	}
 	j.entity.account(0, ErrSearch)
 	j.traceEnd(ErrSearch)

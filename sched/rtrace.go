@@ -22,7 +22,7 @@ func (j *Job) traceStart() {
 	}
 	ctx, task := rtrace.NewTask(context.Background(), "gpu job")
 	j.rt = &jobTrace{ctx: ctx, task: task}
-	rtrace.Logf(ctx, "sched", "queued entity=%d seqno=%d credits=%d", j.entity.id, j.seqno, j.credits)
+	rtrace.Logf(ctx, "sched", "queued entity=%d seqno=%d credits=%d", j.entity.id, j.Seqno(), j.credits)
 }
 
 // run calls the driver's RunJob, inside a region of the job's task when traced.

@@ -562,6 +562,16 @@ func TestArmGivesSeqnosAndFencesOnTheEntityTimeline(t *testing.T) {
 	d.complete(3)
 }
 
+// JobOf knows the entities' contexts, not their ids: a context that borrows an
+// entity's id holds no job's fences.
+func TestJobOfIgnoresAContextWithAnEntitysID(t *testing.T) {
+	d := newDrv(t, sched.Config{Name: "gfx"})
+	e := d.entity(t, sched.PriorityNormal)
+	for _, id := range []uint64{e.FenceContext(), e.FenceContext() + 1} {
+		require.Nil(t, sched.JobOf(fence.NewContext("drm_sched", "gfx", fence.WithID(id)).New(1)))
+	}
+}
+
 // ---- Kill, push after kill, Flush, Destroy ----
 
 func TestPushAfterKill(t *testing.T) {

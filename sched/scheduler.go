@@ -285,7 +285,7 @@ func (s *Scheduler) runOne(e *Entity) bool {
 		return true // waiting on a dependency; the entity left the run queue
 	}
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Time: at(job.startTS)})
+		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.Seqno(), Credits: job.credits, Time: at(job.startTS)})
 	}
 	cookie := s.checker.BeginSignalling()
 	hw, err := job.run(s.cfg.Ops.RunJob)
@@ -386,7 +386,7 @@ func (s *Scheduler) jobDoneAt(j *Job, result error, t int64) {
 	s.credits.Add(-int64(j.credits))
 	s.score.Add(-1)
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.seqno, Credits: j.credits, Err: final, Time: at(t)})
+		s.trace(Event{Kind: EventDone, Entity: j.entity.id, FenceContext: j.entity.schedCtx.ID(), Job: j.Seqno(), Credits: j.credits, Err: final, Time: at(t)})
 	}
 	_ = j.finished.SignalTimestamp(at(t))
 	s.checker.EndSignalling(cookie)

@@ -104,7 +104,7 @@ func (s *Scheduler) timedOut() {
 	status := s.cfg.Ops.TimedOutJob(job)
 	s.checker.EndSignalling(cookie)
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, FenceContext: job.entity.schedCtx.ID(), Job: job.seqno, Credits: job.credits, Status: status})
+		s.trace(Event{Kind: EventTimeout, Entity: job.entity.id, FenceContext: job.entity.schedCtx.ID(), Job: job.Seqno(), Credits: job.credits, Status: status})
 	}
 
 	s.mu.Lock()

@@ -14,7 +14,8 @@
 //	  ... the run queue picks the entity, credits allow
 //	RunJob(j) -> hardware fence     j.Scheduled() signals
 //	  ... hardware fence signals    j.Finished() signals with its error; credits return
-//	FreeJob(j)                      in ring order, from the free worker
+//	FreeJob(j)                      in ring order, from the free worker; then
+//	                                the scheduler drops j's dependencies
 //
 // A job that hangs is caught by the TDR: when the job at the head of the hardware
 // queue has run for Timeout, TimedOutJob is called. The driver may Stop the

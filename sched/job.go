@@ -216,7 +216,8 @@ func (j *Job) AddImplicitDependencies(o *resv.Object, write bool) error {
 	return j.AddResvDependencies(o, resv.UsageRW(write))
 }
 
-// Dependencies returns the fences the job waits for.
+// Dependencies returns the fences the job waits for, until FreeJob returns: then
+// the scheduler drops them (see Ops.FreeJob).
 func (j *Job) Dependencies() []*fence.Fence { return j.deps }
 
 // Cleanup releases a job that will not be armed. After Arm it is an error
@@ -468,5 +469,5 @@ func (k *jobKill) step() {
 	}
 	j.entity.account(0, ErrSearch)
 	j.traceEnd(ErrSearch)
-	s.cfg.Ops.FreeJob(j)
+	s.free(j)
 }

@@ -764,6 +764,24 @@ func TestJobWaitsForItsDependencies(t *testing.T) {
 	})
 }
 
+// After FreeJob the scheduler drops the job's dependencies, as the
+// drm_sched_job_cleanup a kernel driver calls from free_job does: a finished fence
+// kept for long must not keep every job before it alive through them.
+func TestFreeDropsTheJobsDependencies(t *testing.T) {
+	d := newDrv(t, sched.Config{Name: "gfx"})
+	e, other := d.entity(t, sched.PriorityNormal), d.entity(t, sched.PriorityNormal)
+	dep := d.job(t, other, 0)
+	submitRun(t, dep)
+	j := d.job(t, e, 0)
+	require.NoError(t, j.AddDependency(dep.Finished()))
+	submitRun(t, j) // same ring: dep being scheduled is enough
+	require.Equal(t, 2, d.complete(2))
+	require.True(t, signalled(t, j.Finished(), time.Second))
+	d.s.Close() // the free work is done: by the worker, or by Close
+	require.Equal(t, int32(1), payload(j).freed.Load())
+	require.Empty(t, j.Dependencies())
+}
+
 func TestPrepareJobHandsBackOneMoreDependency(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		chk := lockdeptest.New(t)

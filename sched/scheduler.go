@@ -29,7 +29,8 @@ type Ops struct {
 	// queue exceeded the timeout, with submission stopped only if the driver stops
 	// it (Stop). It reports what happened.
 	TimedOutJob func(j *Job) Status
-	// FreeJob releases the job after its finished fence signalled.
+	// FreeJob releases the job after its finished fence signalled. When it returns,
+	// the scheduler drops the job's dependencies, as drm_sched_job_cleanup() does.
 	FreeJob func(j *Job)
 	// CancelJob (optional) is called by Close for each job still on the hardware,
 	// newest first, to make its hardware fence signal (usually with ErrCanceled).
@@ -410,10 +411,20 @@ func (s *Scheduler) freeWork() {
 	}
 	s.mu.Unlock()
 	for i, j := range done {
-		s.cfg.Ops.FreeJob(j)
+		s.free(j)
 		done[i] = nil
 	}
 	s.freeBuf = done[:0]
+}
+
+// free hands j to the driver's FreeJob and then drops its dependencies, as the
+// drm_sched_job_cleanup() a kernel driver calls from free_job drops its references:
+// a job's finished fence may be kept long after (in reservation objects, in the
+// next job's dependencies), and through the dependencies it would keep every job
+// before it alive.
+func (s *Scheduler) free(j *Job) {
+	s.cfg.Ops.FreeJob(j)
+	j.deps = nil
 }
 
 func ewma(avg, v int64) int64 {
@@ -462,6 +473,6 @@ func (s *Scheduler) Close() {
 			}
 			s.jobDone(j, err)
 		}
-		s.cfg.Ops.FreeJob(j)
+		s.free(j)
 	}
 }

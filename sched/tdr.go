@@ -120,7 +120,7 @@ func (s *Scheduler) timedOut() {
 	}
 	s.mu.Unlock()
 	if freeIt {
-		s.cfg.Ops.FreeJob(job)
+		s.free(job)
 	}
 	if status == StatusNoHang {
 		s.queueWork(workFree)
@@ -163,7 +163,7 @@ func (s *Scheduler) Stop(bad *Job) {
 			s.mu.Unlock()
 			continue
 		}
-		s.cfg.Ops.FreeJob(j)
+		s.free(j)
 	}
 	kept := make([]*Job, 0, len(keep))
 	for i := len(keep) - 1; i >= 0; i-- {

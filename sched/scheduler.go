@@ -316,7 +316,7 @@ func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
 		s.jobDone(job, errLongRunningHW)
 	default: // job.parent is hw already (runOne)
 		if hw.AddCallbackUnbounded(&job.hwCb, hwDone) != nil {
-			s.jobDone(job, hw.Error())
+			s.jobDoneAt(job, hw.Error(), doneTime(hw)) // signalled already
 		}
 	}
 }
@@ -339,7 +339,8 @@ func (s *Scheduler) beginLocked(job *Job) bool {
 // hwDone is the hardware fence's callback: it runs in the goroutine that signalled
 // the hardware fence, with that fence's lock held. A plain function that finds the
 // job from its Callback, as container_of does, so that queueing it allocates no
-// closure. Models drm_sched_job_done_cb().
+// closure. The job completes at the hardware fence's timestamp, if it has one.
+// Models drm_sched_job_done_cb().
 func hwDone(f *fence.Fence, cb *fence.Callback) {
 	j := (*Job)(unsafe.Add(unsafe.Pointer(cb), -int(unsafe.Offsetof(Job{}.hwCb))))
 	j.sched.jobDoneAt(j, f.Error(), doneTime(f))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -49,6 +50,7 @@ const (
 	flagDoneOut   // Done handed out a channel: its holder counts as a waiter (under the lock)
 	flagPoll      // the context's ops have a Signaled hook; set at creation, never cleared
 	flagStamped   // ts holds the signal's timestamp
+	flagStampSoon // the signal holding the lock is recording a timestamp: flagStamped follows
 	flagLocked    // the fence lock (lock.go)
 	flagLeak      // the context checks for leaks: data is a *leakState; set at creation
 	flagCallbacks // AddCallback queued a callback (it may have been removed since): Signal takes the lock
@@ -150,17 +152,29 @@ func (f *Fence) signal(ts int64) error {
 				return nil
 			}
 		}
-		if !f.lockToSignal() {
+		if !f.lockToSignal(0) {
 			return errSignalTwice
 		}
 		f.complete()
 		f.unlock()
 		return nil
 	}
-	f.lock()
-	err := f.signalLocked(ts)
+	// With a timestamp: mark f signalled with the stamp to follow, record it, and,
+	// if nothing is queued, publish it as the lock is dropped. Between the two,
+	// Timestamp waits, as dma_fence_timestamp() spins on the timestamp bit; no
+	// foreign code runs there, so it waits for a few instructions.
+	if !f.lockToSignal(flagStampSoon) {
+		return errSignalTwice
+	}
+	f.ts = ts
+	if f.cbs.empty() && f.done == nil && f.flags.Load()&flagLeak == 0 {
+		f.unlockSet(flagStamped)
+		return nil
+	}
+	f.flags.Or(flagStamped) // before the callbacks, which may read it
+	f.complete()
 	f.unlock()
-	return err
+	return nil
 }
 
 // signalLocked is dma_fence_signal_timestamp_locked(), for a caller that holds f's
@@ -262,7 +276,12 @@ func (f *Fence) Status() (signaled bool, err error) {
 // Signal, not SignalTimestamp. Models dma_fence_timestamp(), which warns and
 // returns the current time for an unsignalled fence.
 func (f *Fence) Timestamp() (time.Time, bool) {
-	if f.flags.Load()&flagStamped == 0 {
+	fl := f.flags.Load()
+	for fl&(flagStamped|flagStampSoon) == flagStampSoon {
+		runtime.Gosched() // being recorded (see signal)
+		fl = f.flags.Load()
+	}
+	if fl&flagStamped == 0 {
 		return time.Time{}, false
 	}
 	return epoch.Add(time.Duration(f.ts)), true

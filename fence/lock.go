@@ -44,16 +44,17 @@ func (f *Fence) lockSlow() {
 	}
 }
 
-// lockToSignal takes f's lock and marks f signalled in one atomic operation, and
-// reports false, without taking the lock, if f had already signalled.
-func (f *Fence) lockToSignal() bool {
+// lockToSignal takes f's lock and marks f signalled in one atomic operation,
+// setting the flags in also, and reports false, without taking the lock, if f had
+// already signalled.
+func (f *Fence) lockToSignal(also uint32) bool {
 	for {
 		fl := f.flags.Load()
 		switch {
 		case fl&flagSignaled != 0:
 			return false
 		case fl&flagLocked == 0:
-			if f.flags.CompareAndSwap(fl, fl|flagLocked|flagSignaled) {
+			if f.flags.CompareAndSwap(fl, fl|flagLocked|flagSignaled|also) {
 				return true
 			}
 		default:

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -106,5 +107,30 @@ func TestWaitGivingUpAsTheFenceSignalsLeavesNoStaleWakeUp(t *testing.T) {
 			require.NoError(t, g.Signal())
 			wg.Wait()
 		})
+	}
+}
+
+// A reader that sees a fence signalled sees its timestamp too, however it races
+// with SignalTimestamp: like dma_fence_timestamp(), Timestamp waits out the
+// moment between the signalled flag and the stamp.
+func TestTimestampIsThereOnceSignalledIsSeen(t *testing.T) {
+	ctx := mockContext(t)
+	want := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	for range 500 {
+		f := ctx.Next()
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				for !f.IsSignaled() {
+					runtime.Gosched()
+				}
+				got, ok := f.Timestamp()
+				if !ok || !got.Equal(want) {
+					t.Errorf("signalled fence: Timestamp() = %v, %v; want %v", got, ok, want)
+				}
+			})
+		}
+		require.NoError(t, f.SignalTimestamp(want))
+		wg.Wait()
 	}
 }

@@ -42,8 +42,8 @@ type Job struct {
 
 	// Clock readings (see now).
 	submitTS int64 // Push, for the FIFO policy and the queued event only
-	startTS  int64 // reached the ring (RunJob)
-	tdrStart int64 // the timeout counts from here; guarded by sched.mu
+	startTS  int64 // RunJob returned: the scheduled fence's time, the start of its GPU time (run worker)
+	tdrStart int64 // the timeout counts from here, once the job heads the pending list; guarded by sched.mu
 
 	rt *jobTrace // runtime/trace task, when tracing was on at Push
 
@@ -370,7 +370,6 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		runtime = e.stats.runtime.Load()
 	}
 	s.credits.Add(int64(j.credits))
-	j.startTS = now() // reaches the ring: its GPU time and its timeout start
 	e.mu.Lock()
 	e.lastScheduled = &j.finished
 	next := e.pop()

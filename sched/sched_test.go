@@ -1124,6 +1124,53 @@ func TestParentIsSetWhenScheduledSignals(t *testing.T) {
 	})
 }
 
+// The scheduled fence is stamped when RunJob returns, as
+// drm_sched_fence_scheduled() runs after run_job; a job whose hardware was done
+// by then completes at that same reading, with no GPU time, and one whose
+// hardware finishes later has the GPU time from there.
+func TestScheduledIsStampedWhenRunJobReturns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const inRunJob, onHW = 3 * time.Millisecond, 5 * time.Millisecond
+		d := newDrv(t, sched.Config{Name: "gfx"}, func(x *drv) {
+			x.run = func(j *sched.Job) (*fence.Fence, error) {
+				time.Sleep(inRunJob) // virtual time: RunJob takes a while
+				hw := x.put(j)
+				if payload(j).dur == 0 {
+					x.unlink(j)
+					_ = hw.Signal() // done before RunJob returns
+				}
+				return hw, nil
+			}
+		})
+		e := d.entity(t, sched.PriorityNormal)
+		stamp := func(f *fence.Fence) time.Duration {
+			t.Helper()
+			ts, ok := f.Timestamp()
+			require.True(t, ok)
+			return ts.Sub(time.Time{})
+		}
+
+		instant := d.job(t, e, 0)
+		start := time.Now()
+		submit(t, instant)
+		require.True(t, signalled(t, instant.Finished(), time.Second))
+		want := start.Add(inRunJob).Sub(time.Time{})
+		require.Equal(t, want, stamp(instant.Scheduled()))
+		require.Equal(t, want, stamp(instant.Finished()))
+		synctest.Wait()
+		require.Zero(t, e.Stats().Runtime)
+
+		later := d.job(t, e, onHW)
+		start = time.Now()
+		submit(t, later)
+		require.True(t, signalled(t, later.Finished(), time.Second))
+		require.Equal(t, start.Add(inRunJob).Sub(time.Time{}), stamp(later.Scheduled()))
+		require.Equal(t, start.Add(inRunJob+onHW).Sub(time.Time{}), stamp(later.Finished()))
+		synctest.Wait()
+		require.Equal(t, onHW, e.Stats().Runtime)
+	})
+}
+
 func TestEntityJobsFinishInSeqnoOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRing(t, schedtest.Config{CreditLimit: 3})
@@ -1195,6 +1242,33 @@ func TestTimeoutCountsFromTheHardware(t *testing.T) {
 		require.True(t, signalled(t, x.Finished(), time.Second))
 		require.NoError(t, c.Finished().Error())
 		require.Equal(t, []time.Duration{timeout, 2 * timeout, mark + timeout/2 + timeout}, fired)
+	})
+}
+
+// The head job's timeout starts when it goes on the pending list, before RunJob,
+// as drm_sched_job_begin() starts the timer: time spent in RunJob counts.
+func TestTimeoutOfTheHeadCountsFromBeforeRunJob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout, inRunJob = 10 * time.Millisecond, 4 * time.Millisecond
+		var fired atomic.Int64
+		start := time.Now()
+		var d *drv
+		d = newDrv(t, sched.Config{Name: "gfx", Timeout: timeout}, func(x *drv) {
+			x.run = func(j *sched.Job) (*fence.Fence, error) {
+				time.Sleep(inRunJob)
+				return x.put(j), nil // hangs
+			}
+			x.timedOut = func(j *sched.Job) sched.Status {
+				fired.CompareAndSwap(0, int64(time.Since(start)))
+				return d.resetJob(j)
+			}
+		})
+		e := d.entity(t, sched.PriorityNormal)
+		j := d.job(t, e, 0)
+		submit(t, j)
+		require.True(t, signalled(t, j.Finished(), time.Second))
+		require.Equal(t, timeout, time.Duration(fired.Load()))
+		require.ErrorIs(t, j.Finished().Error(), sched.ErrTimedOut)
 	})
 }
 

@@ -286,50 +286,73 @@ func (s *Scheduler) runOne(e *Entity) bool {
 		return true // waiting on a dependency; the entity left the run queue
 	}
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.Seqno(), Credits: job.credits, Time: at(job.startTS)})
+		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.Seqno(), Credits: job.credits, Time: at(now())})
 	}
 	cookie := s.checker.BeginSignalling()
 	hw, err := job.run(s.cfg.Ops.RunJob)
 	s.checker.EndSignalling(cookie)
 	e.popMu.Unlock()
+	// The job's one clock reading on the run worker, after RunJob returned, as
+	// drm_sched_fence_scheduled() stamps the scheduled fence after run_job: the
+	// scheduled time, the start of its GPU time and, if the hardware was already
+	// done, its completion time too (see attachHW).
+	t := now()
+	job.startTS = t
 	if err == nil && hw != nil && !hw.IsLongRunning() {
 		// drm_sched_fence_scheduled() stores the parent before it signals: whoever
 		// waited for the scheduled fence may read Parent.
 		job.parent.Store(hw)
 	}
-	_ = job.scheduled.SignalTimestamp(at(job.startTS))
-	s.attachHW(job, hw, err)
+	_ = job.scheduled.SignalTimestamp(at(t))
+	s.attachHW(job, hw, err, t)
 	return true
 }
 
-// attachHW makes the job's completion follow its hardware fence. Models the tail
-// of drm_sched_run_job_work.
-func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error) {
+// attachHW makes the job's completion follow its hardware fence; t is when RunJob
+// returned. A job that RunJob already finished (an error, no hardware fence, or
+// one that signalled already) completes at t, or at its hardware fence's
+// timestamp if it has a later one: its GPU time is then about zero, as the
+// kernel's finished-minus-scheduled is for hardware that was done before
+// drm_sched_fence_scheduled() ran, and its finished fence is never dated before
+// its scheduled fence. Models the tail of drm_sched_run_job_work.
+func (s *Scheduler) attachHW(job *Job, hw *fence.Fence, err error, t int64) {
 	switch {
 	case err != nil:
-		s.jobDone(job, err)
+		s.jobDoneAt(job, err, t)
 	case hw == nil:
-		s.jobDone(job, nil)
+		s.jobDoneAt(job, nil, t)
 	case hw.IsLongRunning():
 		// The finished fence is a dma fence: following a long-running fence would
 		// export unbounded work as one. LR drivers return nil (see package lr).
-		s.jobDone(job, errLongRunningHW)
+		s.jobDoneAt(job, errLongRunningHW, t)
 	default: // job.parent is hw already (runOne)
-		if hw.AddCallbackUnbounded(&job.hwCb, hwDone) != nil {
-			s.jobDoneAt(job, hw.Error(), doneTime(hw)) // signalled already
+		if hw.AddCallbackUnbounded(&job.hwCb, hwDone) != nil { // signalled already
+			if ts, ok := hw.Timestamp(); ok {
+				t = max(t, reading(ts))
+			}
+			s.jobDoneAt(job, hw.Error(), t)
 		}
 	}
 }
 
-// beginLocked puts job, which reached the ring at job.startTS, on the pending
-// list and reports whether the TDR worker must be woken to time it. Called with
-// mu held. Models drm_sched_job_begin().
+// beginLocked puts job on the pending list and reports whether the TDR worker
+// must be woken to time it. Called with mu held, before RunJob. Models
+// drm_sched_job_begin(), which starts the timer there.
+//
+// Only the head's tdrStart is ever read (tdrDeadline), and whoever makes a job
+// the head sets it: here, when the list was empty; freeWork, when the job ahead
+// is freed; timedOut and Start, when they re-arm the timer. So the clock is read
+// here only when job becomes the head or the timer was off: once per burst of
+// work, not once per job. (The kernel counts in jiffies, where a reading is free.)
 func (s *Scheduler) beginLocked(job *Job) bool {
-	job.tdrStart = job.startTS
-	if s.tdrOff && s.pending.len() > 0 {
-		// The timer was off (device gone): starting it again gives the head a
-		// full timeout from now, as drm_sched_start_timeout() does.
-		s.pending.front().tdrStart = job.tdrStart
+	if s.pending.len() == 0 || s.tdrOff {
+		t := now()
+		job.tdrStart = t
+		if s.pending.len() > 0 {
+			// The timer was off (device gone): starting it again gives the head a
+			// full timeout from now, as drm_sched_start_timeout() does.
+			s.pending.front().tdrStart = t
+		}
 	}
 	s.pending.pushBack(job)
 	s.tdrOff = false

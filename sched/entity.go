@@ -305,7 +305,7 @@ func (e *Entity) account(d time.Duration, err error) {
 // Stats is an entity's usage.
 type Stats struct {
 	Jobs    int64         // jobs completed (their finished fence signalled or is about to)
-	Errors  int64         // of those, completed with an error
+	Errors  int64         // of those, completed with an error (one a driver set on the finished fence itself: counted just after the fence signalled)
 	Runtime time.Duration // GPU time: finished minus start, summed
 }
 

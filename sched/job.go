@@ -54,6 +54,7 @@ type Job struct {
 	done     atomic.Bool
 	priority Priority
 	detached bool // Stop took the hardware callback off and returned the credits
+	errSet   bool // the scheduler set an error on the finished fence before completing it (see jobDoneAt)
 
 	// DontPipeline stops a job on the same scheduler that depends on this one from
 	// waiting only for it to be scheduled (DRM_SCHED_FENCE_DONT_PIPELINE).
@@ -364,6 +365,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 	}
 	if e.guilty.Load() {
 		_ = j.finished.SetError(ErrCanceled)
+		j.errSet = true
 	}
 	var runtime int64
 	if s.cfg.Policy == PolicyFair {

@@ -1090,6 +1090,60 @@ func TestRunJobErrorCompletesTheJob(t *testing.T) {
 	})
 }
 
+// A driver may cancel a job on its finished fence itself, as amdgpu's run_job
+// does: the job completes with that error, counted in Stats and, with a tracer,
+// in the done event; an error the scheduler set (a guilty entity's job) is
+// counted too.
+func TestErrorSetOnTheFinishedFenceIsCounted(t *testing.T) {
+	errDrv := errors.New("driver: vram lost")
+	for _, traced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("traced=%v", traced), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := sched.Config{Name: "gfx"}
+				ev := &events{}
+				if traced {
+					cfg.Tracer = ev
+				}
+				d := newDrv(t, cfg, func(x *drv) {
+					x.run = func(j *sched.Job) (*fence.Fence, error) {
+						if payload(j).dur == 0 {
+							_ = j.Finished().SetError(errDrv)
+						}
+						return nil, nil
+					}
+				})
+				e := d.entity(t, sched.PriorityNormal)
+				ok, bad := d.job(t, e, time.Millisecond), d.job(t, e, 0)
+				submit(t, ok)
+				submit(t, bad)
+				require.True(t, signalled(t, bad.Finished(), time.Second))
+				synctest.Wait()
+				require.NoError(t, ok.Finished().Error())
+				require.ErrorIs(t, bad.Finished().Error(), errDrv)
+				require.Equal(t, sched.Stats{Jobs: 2, Errors: 1}, e.Stats())
+
+				e.SetGuilty()
+				g := d.job(t, e, time.Millisecond)
+				submit(t, g)
+				require.True(t, signalled(t, g.Finished(), time.Second))
+				synctest.Wait()
+				require.ErrorIs(t, g.Finished().Error(), sched.ErrCanceled)
+				require.Equal(t, sched.Stats{Jobs: 3, Errors: 2}, e.Stats())
+
+				if traced {
+					var errs []error
+					for _, x := range ev.get() {
+						if x.Kind == sched.EventDone {
+							errs = append(errs, x.Err)
+						}
+					}
+					require.Equal(t, []error{nil, errDrv, sched.ErrCanceled}, errs)
+				}
+			})
+		})
+	}
+}
+
 func TestRunJobNilFenceCompletesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDrv(t, sched.Config{Name: "gfx"}, func(d *drv) {

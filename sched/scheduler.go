@@ -383,6 +383,15 @@ func doneTime(f *fence.Fence) int64 {
 func (s *Scheduler) jobDone(j *Job, result error) { s.jobDoneAt(j, result, now()) }
 
 // jobDoneAt is jobDone for a completion at clock reading t.
+//
+// The job's final error is result, else an error set on the finished fence
+// before: by the scheduler (ErrCanceled for a guilty entity's job, ResubmitJobs),
+// which says so in j.errSet, or by the driver (as amdgpu's run_job cancels a job
+// on its finished fence). Reading a pending fence's error takes its lock, so it is
+// read before signalling only when the scheduler set one or a tracer needs it for
+// the done event; otherwise it is read after signalling, where the read is one
+// load, and an error found there is counted in Stats then, just after the fence
+// signalled rather than just before.
 func (s *Scheduler) jobDoneAt(j *Job, result error, t int64) {
 	if !j.done.CompareAndSwap(false, true) {
 		return
@@ -403,10 +412,12 @@ func (s *Scheduler) jobDoneAt(j *Job, result error, t int64) {
 			break
 		}
 	}
+	final := result
 	if result != nil {
 		_ = j.finished.SetError(result)
+	} else if j.errSet || s.cfg.Tracer != nil {
+		final = j.finished.Error() // what was set before (ErrCanceled), under the fence lock
 	}
-	final := j.finished.Error() // result, or what was set before (ErrCanceled)
 	j.entity.account(gpu, final)
 	s.credits.Add(-int64(j.credits))
 	s.score.Add(-1)
@@ -415,6 +426,13 @@ func (s *Scheduler) jobDoneAt(j *Job, result error, t int64) {
 	}
 	_ = j.finished.SignalTimestamp(at(t))
 	s.checker.EndSignalling(cookie)
+	if final == nil {
+		// Signalled: reading the error is lock-free now. One the driver set on the
+		// finished fence itself counts from here.
+		if final = j.finished.Error(); final != nil {
+			j.entity.stats.errors.Add(1)
+		}
+	}
 	j.traceEnd(final)
 	s.queueWork(workFree)
 }

@@ -236,12 +236,14 @@ func (s *Scheduler) ResubmitJobs() {
 		}
 		if guilty != nil && j.entity == guilty {
 			_ = j.finished.SetError(ErrCanceled)
+			j.errSet = true
 		}
 		cookie := s.checker.BeginSignalling()
 		hw, err := s.cfg.Ops.RunJob(j)
 		s.checker.EndSignalling(cookie)
 		if err != nil {
 			_ = j.finished.SetError(err)
+			j.errSet = true
 			hw = nil
 		}
 		j.parent.Store(hw)

@@ -115,6 +115,7 @@ func (e *Entity) SetPriority(p Priority) error {
 	s := e.sched.Load()
 	s.mu.Lock()
 	s.rq.setPriority(e, p)
+	s.rqChanged()
 	s.mu.Unlock()
 	return nil
 }
@@ -205,6 +206,7 @@ func (e *Entity) selectScheduler() {
 	}
 	cur.mu.Lock()
 	cur.rq.remove(e)
+	cur.rqChanged()
 	cur.mu.Unlock()
 	e.sched.Store(best)
 }
@@ -245,6 +247,7 @@ func (e *Entity) Kill() {
 	s := e.sched.Load()
 	s.mu.Lock()
 	s.rq.remove(e)
+	s.rqChanged()
 	s.mu.Unlock()
 	e.mu.Unlock()
 

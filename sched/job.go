@@ -293,6 +293,7 @@ func (j *Job) Push() error {
 		s.mu.Lock()
 		if !e.waiting {
 			s.rq.add(e, j.submitTS, e.avgNs(), s.avgJobNs.Load())
+			s.rqChanged()
 		}
 		s.mu.Unlock()
 	}
@@ -322,10 +323,11 @@ func (j *Job) nextDependency(s *Scheduler) *fence.Fence {
 
 // popJob resolves the head job's dependencies, pops it, charges its credits and
 // puts it on the pending list, or returns nil if it must wait for a dependency
-// (the entity then leaves the run queue until that fence signals). Run worker only,
-// with e.popMu held. Models drm_sched_entity_pop_job(),
+// (the entity then leaves the run queue until that fence signals). With the job it
+// returns the run queue's next pick, made in the same critical section (see
+// runWork). Run worker only, with e.popMu held. Models drm_sched_entity_pop_job(),
 // drm_sched_entity_add_dependency_cb() and the start of drm_sched_run_job_work().
-func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
+func (s *Scheduler) popJob(e *Entity, j *Job) (*Job, pick) {
 	for {
 		dep := j.nextDependency(s)
 		if dep == nil {
@@ -352,10 +354,11 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		s.mu.Lock()
 		e.waiting = true
 		s.rq.remove(e)
+		s.rqChanged()
 		s.mu.Unlock()
 		e.depFence = dep
 		if dep.AddCallbackUnbounded(&e.depCb, dependencySignalled) == nil {
-			return nil
+			return nil, pick{}
 		}
 		e.depFence = nil
 		s.mu.Lock()
@@ -383,12 +386,13 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 		s.rq.popped(e, runtime, next.submitTS)
 	}
 	wakeTDR := s.beginLocked(j)
+	p := pick{e: s.rq.peek(), gen: s.rqGen.Load(), ok: true}
 	s.mu.Unlock()
 	e.mu.Unlock()
 	if wakeTDR {
 		kick(s.tdrK)
 	}
-	return j
+	return j, p
 }
 
 // requeue puts e back on the run queue if it has work and may run. Called with
@@ -396,6 +400,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) *Job {
 func (s *Scheduler) requeue(e *Entity) {
 	if e.queued.Load() > 0 && !e.waiting && !s.rq.has(e) {
 		s.rq.add(e, now(), 0, s.avgJobNs.Load())
+		s.rqChanged()
 	}
 }
 

@@ -1655,6 +1655,47 @@ func TestStrictPriority(t *testing.T) {
 	}
 }
 
+// An entity that becomes ready while RunJob runs is picked next if the policy
+// says so: the run worker's pick, made at the pop before RunJob, is dropped when
+// the run queue changed since.
+func TestEntityReadyDuringRunJobIsPickedNext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		var order []uint64
+		var first *sched.Job
+		d := newDrv(t, sched.Config{Name: "gfx", Policy: sched.PolicyFIFO}, func(x *drv) {
+			x.run = func(j *sched.Job) (*fence.Fence, error) {
+				mu.Lock()
+				order = append(order, j.Entity().ID())
+				mu.Unlock()
+				if j == first {
+					<-gate
+				}
+				return nil, nil
+			}
+		})
+		lo, hi := d.entity(t, sched.PriorityLow), d.entity(t, sched.PriorityHigh)
+		var last *sched.Job
+		for i := range 3 {
+			last = d.job(t, lo, time.Millisecond)
+			if i == 0 {
+				first = last
+			}
+			submit(t, last)
+		}
+		synctest.Wait() // the run worker is in RunJob of lo's first job
+		h := d.job(t, hi, time.Millisecond)
+		submit(t, h)
+		close(gate)
+		require.True(t, signalled(t, last.Finished(), time.Second))
+		require.True(t, signalled(t, h.Finished(), time.Second))
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, []uint64{lo.ID(), hi.ID(), lo.ID(), lo.ID()}, order)
+	})
+}
+
 func TestSamePriorityOrder(t *testing.T) {
 	for _, tc := range []struct {
 		policy sched.Policy

@@ -85,6 +85,7 @@ type Scheduler struct {
 	work     atomic.Uint32 // queued work items (workRun, workFree) and workIdle
 	lastDone atomic.Int64  // clock reading of the last completion: the next job's GPU time starts no earlier
 	avgJobNs atomic.Int64  // EWMA of job GPU time, for the fair policy
+	rqGen    atomic.Uint64 // bumped under mu by every change of rq but the run worker's pop (see runWork)
 
 	mu         sync.Mutex
 	rq         *runQueue
@@ -251,20 +252,49 @@ func (s *Scheduler) WQueueStart() {
 
 // runWork is drm_sched_run_job_work: while an entity is ready and its head job
 // fits in the free credits, pop it and hand it to the hardware.
+//
+// The kernel selects the entity under the run queue's lock for every job. Here
+// the pop, which holds that lock to update the run queue, also reads the next
+// pick, and the next round takes it without locking again if nothing else changed
+// the run queue since (rqGen): the same entity the kernel would select, picked a
+// little earlier, as if the selection had run right after the pop. Each run of the
+// work starts with a fresh pick, so a change made before queueing the work is
+// always seen.
 func (s *Scheduler) runWork() {
+	var next pick
 	for !s.paused.Load() {
-		s.mu.Lock()
-		e := s.rq.peek()
-		s.mu.Unlock()
-		if e == nil || !s.runOne(e) {
+		e := next.e
+		if !next.ok || s.rqGen.Load() != next.gen {
+			s.mu.Lock()
+			e = s.rq.peek()
+			s.mu.Unlock()
+		}
+		if e == nil {
+			return
+		}
+		var more bool
+		if more, next = s.runOne(e); !more {
 			return
 		}
 	}
 }
 
+// A pick is the run queue's choice of the next entity (nil: none ready), read
+// under mu when rqGen was gen; ok says it was made at all.
+type pick struct {
+	e   *Entity
+	gen uint64
+	ok  bool
+}
+
+// rqChanged records a change of the run queue that the run worker's next pick
+// must see. Called with mu held after every change but the pop's own.
+func (s *Scheduler) rqChanged() { s.rqGen.Add(1) }
+
 // runOne tries the selected entity. It returns false when the worker should stop
-// (not enough credits: wait for a completion, which queues the work again).
-func (s *Scheduler) runOne(e *Entity) bool {
+// (not enough credits: wait for a completion, which queues the work again), and
+// the next pick if the pop made one.
+func (s *Scheduler) runOne(e *Entity) (bool, pick) {
 	e.popMu.Lock()        // entity_idle: Kill waits for this
 	head := e.head.Load() // only this worker and Kill, both under popMu, take it off
 	if head == nil {
@@ -272,18 +302,19 @@ func (s *Scheduler) runOne(e *Entity) bool {
 		s.mu.Lock()
 		if e.queued.Load() == 0 {
 			s.rq.remove(e)
+			s.rqChanged()
 		}
 		s.mu.Unlock()
-		return true
+		return true, pick{}
 	}
 	if int64(head.credits) > int64(s.cfg.CreditLimit)-s.credits.Load() {
 		e.popMu.Unlock()
-		return false // -ENOSPC: wait, do not skip to a smaller job (fairness)
+		return false, pick{} // -ENOSPC: wait, do not skip to a smaller job (fairness)
 	}
-	job := s.popJob(e, head)
+	job, next := s.popJob(e, head)
 	if job == nil {
 		e.popMu.Unlock()
-		return true // waiting on a dependency; the entity left the run queue
+		return true, pick{} // waiting on a dependency; the entity left the run queue
 	}
 	if s.cfg.Tracer != nil {
 		s.trace(Event{Kind: EventRun, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: job.Seqno(), Credits: job.credits, Time: at(now())})
@@ -305,7 +336,7 @@ func (s *Scheduler) runOne(e *Entity) bool {
 	}
 	_ = job.scheduled.SignalTimestamp(at(t))
 	s.attachHW(job, hw, err, t)
-	return true
+	return true, next
 }
 
 // attachHW makes the job's completion follow its hardware fence; t is when RunJob

@@ -291,15 +291,26 @@ type entityStats struct {
 	avgNs   atomic.Int64 // EWMA of job GPU time
 }
 
+// account adds one completed job of GPU time d. A figure that does not change is
+// not written: with near-instant jobs the runtime and the average stay put, and
+// an atomic write would still take the cache line from its readers.
 func (e *Entity) account(d time.Duration, err error) {
 	e.stats.jobs.Add(1)
 	if err != nil {
 		e.stats.errors.Add(1)
 	}
-	e.stats.runtime.Add(d.Nanoseconds())
+	if d != 0 {
+		e.stats.runtime.Add(d.Nanoseconds())
+	}
+	ewmaAdd(&e.stats.avgNs, d.Nanoseconds())
+}
+
+// ewmaAdd folds v into the average in avg, unless that leaves it unchanged.
+func ewmaAdd(avg *atomic.Int64, v int64) {
 	for {
-		old := e.stats.avgNs.Load()
-		if e.stats.avgNs.CompareAndSwap(old, ewma(old, d.Nanoseconds())) {
+		old := avg.Load()
+		n := ewma(old, v)
+		if n == old || avg.CompareAndSwap(old, n) {
 			return
 		}
 	}

@@ -437,12 +437,7 @@ func (s *Scheduler) jobDoneAt(j *Job, result error, t int64) {
 		last = s.lastDone.Load()
 	}
 	gpu := time.Duration(max(t-max(j.startTS, last), 0))
-	for {
-		avg := s.avgJobNs.Load()
-		if s.avgJobNs.CompareAndSwap(avg, ewma(avg, gpu.Nanoseconds())) {
-			break
-		}
-	}
+	ewmaAdd(&s.avgJobNs, gpu.Nanoseconds())
 	final := result
 	if result != nil {
 		_ = j.finished.SetError(result)

@@ -1,0 +1,119 @@
+package sched
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
+)
+
+func newTestEntity(id uint64, p Priority) *Entity {
+	e := &Entity{id: id, priority: p}
+	e.rq.index = -1
+	e.rq.prio = p
+	return e
+}
+
+// checkRunQueue fails t unless q keeps its invariants and holds exactly members:
+// every item sits at its entity's index with its entity's current keys, no item
+// is less than its parent, and the head is the least of the members' keys (the
+// model: the members sorted by key).
+func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, all []*Entity) {
+	for i := range q.items {
+		it := &q.items[i]
+		require.Equal(t, i, it.e.rq.index, "item %d: entity %d's index", i, it.e.id)
+		require.Equal(t, q.item(it.e), *it, "item %d: stale keys", i)
+		if i > 0 {
+			require.False(t, it.less(&q.items[(i-1)/4]), "item %d is less than its parent", i)
+		}
+	}
+	for _, e := range all {
+		require.Equal(t, members[e], q.has(e), "entity %d: has", e.id)
+		if !members[e] {
+			require.Equal(t, -1, e.rq.index, "entity %d: index when absent", e.id)
+		}
+	}
+	require.Len(t, q.items, len(members))
+	sorted := sortedMembers(q, members)
+	if len(sorted) == 0 {
+		require.Nil(t, q.peek())
+		return
+	}
+	require.Same(t, sorted[0], q.peek(), "head")
+}
+
+func sortedMembers(q *runQueue, members map[*Entity]bool) []*Entity {
+	var s []*Entity
+	for e := range members {
+		s = append(s, e)
+	}
+	slices.SortFunc(s, func(a, b *Entity) int {
+		ia, ib := q.item(a), q.item(b)
+		switch {
+		case ia.less(&ib):
+			return -1
+		case ib.less(&ia):
+			return 1
+		}
+		return 0
+	})
+	return s
+}
+
+// TestRunQueueAgainstSortedModel runs random adds, removals, pops and priority
+// changes on a run queue of each policy and checks after each that the heap keeps
+// its invariants and returns the least key; then it drains the queue through
+// peek and remove, which must yield the members in key order.
+func TestRunQueueAgainstSortedModel(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		q := newRunQueue(Policy(rapid.IntRange(0, int(PolicyRoundRobin)).Draw(rt, "policy")))
+		n := rapid.IntRange(1, 60).Draw(rt, "entities")
+		all := make([]*Entity, n)
+		runtime := make(map[*Entity]int64, n)
+		for i := range all {
+			all[i] = newTestEntity(uint64(i+1), Priority(rapid.IntRange(0, int(numPriorities)-1).Draw(rt, "prio")))
+		}
+		members := make(map[*Entity]bool, n)
+		var now int64
+		pick := func(label string) *Entity { return all[rapid.IntRange(0, n-1).Draw(rt, label)] }
+		rt.Repeat(map[string]func(*rapid.T){
+			"add": func(rt *rapid.T) {
+				e := pick("e")
+				now += rapid.Int64Range(0, 3).Draw(rt, "dt")
+				q.add(e, now, rapid.Int64Range(0, 5000).Draw(rt, "avgEntity"), rapid.Int64Range(0, 5000).Draw(rt, "avgSched"))
+				members[e] = true
+			},
+			"remove": func(rt *rapid.T) {
+				e := pick("e")
+				q.remove(e)
+				delete(members, e)
+			},
+			"removeHead": func(rt *rapid.T) {
+				if e := q.peek(); e != nil {
+					q.remove(e)
+					delete(members, e)
+				}
+			},
+			"popped": func(rt *rapid.T) {
+				e := pick("e")
+				if rapid.Bool().Draw(rt, "head") && q.peek() != nil {
+					e = q.peek()
+				}
+				runtime[e] += rapid.Int64Range(0, 100_000).Draw(rt, "runtime")
+				now += rapid.Int64Range(0, 3).Draw(rt, "dt")
+				q.popped(e, runtime[e], now-rapid.Int64Range(0, 10).Draw(rt, "age"))
+			},
+			"setPriority": func(rt *rapid.T) {
+				q.setPriority(pick("e"), Priority(rapid.IntRange(0, int(numPriorities)-1).Draw(rt, "p")))
+			},
+			"": func(rt *rapid.T) { checkRunQueue(rt, q, members, all) },
+		})
+		want := sortedMembers(q, members)
+		for _, w := range want {
+			require.Same(rt, w, q.peek())
+			q.remove(w)
+		}
+		require.Nil(rt, q.peek())
+	})
+}

@@ -13,6 +13,26 @@ package sched
 // carries its entity's key, so that sifting compares within the array and never
 // dereferences an entity; an entity is written only to record where it moved.
 //
+// The fair policy follows sched_rq.c: a pop charges the GPU time the entity's
+// jobs used since its last charge, shifted by vruntimeShift; an entity that ran
+// dry leaves and saves its vruntime relative to the new minimum (0 if it was not
+// above it); it comes back at the minimum plus that, or, with nothing saved, just
+// ahead of or behind the head. So an entity that never has a second job queued at
+// a pop is never charged and always rejoins at the head: an interactive client
+// goes first, and with near-instant jobs many entities of a busy queue end up
+// joining and leaving at every job. That is the kernel's behaviour, kept as is.
+// Where the model differs:
+//   - the average job times come in nanoseconds, where the kernel compares and
+//     adds whole microseconds (its EWMAs are read as integer µs, so jobs under a
+//     microsecond all tie and an equal-priority entity always rejoins ahead);
+//   - equal keys are ordered by entity id (fair) or by join stamp (FIFO, round
+//     robin), where rb_add_cached puts a new node after its equals: with unique
+//     keys the head does not depend on the order of earlier operations;
+//   - an entity waiting for a dependency leaves the queue and rejoins through add
+//     (the kernel keeps it in the tree and drm_sched_select_entity skips it), and
+//     every removal saves the relative vruntime, where drm_sched_rq_remove_entity
+//     (kill, a move to another scheduler) leaves it absolute.
+//
 // Invariants, all guarded by Scheduler.mu:
 //   - no item is less than its parent: items[i] >= items[(i-1)/4];
 //   - items[i].e.rq.index == i, and an entity that is not queued has index -1;

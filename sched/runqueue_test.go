@@ -9,7 +9,7 @@ import (
 )
 
 func newTestEntity(id uint64, p Priority) *Entity {
-	e := &Entity{id: id, priority: p}
+	e := &Entity{id: id}
 	e.rq.index = -1
 	e.rq.prio = p
 	return e
@@ -116,4 +116,60 @@ func TestRunQueueAgainstSortedModel(t *testing.T) {
 		}
 		require.Nil(rt, q.peek())
 	})
+}
+
+// TestFairRunQueuePlacesAndChargesAsSchedRQ walks the fair policy through the
+// rules of sched_rq.c: a pop charges the GPU time since the last charge shifted by
+// the priority's vruntime_shift; an entity with nothing saved joins relative to
+// the head (drm_sched_entity_restore_vruntime); one that leaves above the minimum
+// keeps its distance, one that leaves at it saves nothing
+// (drm_sched_entity_save_vruntime).
+func TestFairRunQueuePlacesAndChargesAsSchedRQ(t *testing.T) {
+	q := newRunQueue(PolicyFair)
+	head := newTestEntity(1, PriorityNormal)
+	q.add(head, 0, 0, 0)
+	require.Equal(t, int64(0), head.rq.vruntime, "first into an empty queue: at the minimum, 0")
+	q.popped(head, 1000, 0)
+	require.Equal(t, int64(1000<<4), head.rq.vruntime, "charged its GPU time << 4 (normal priority)")
+	q.popped(head, 1500, 0)
+	require.Equal(t, int64(1500<<4), head.rq.vruntime, "charged only the time since the last charge")
+	min := head.rq.vruntime
+
+	for _, tc := range []struct {
+		name       string
+		prio       Priority
+		avgE, avgS int64
+		want       int64
+	}{
+		{"equal priority, shorter jobs: just ahead", PriorityNormal, 100, 200, min - 1},
+		{"equal priority, equal jobs: just ahead", PriorityNormal, 200, 200, min - 1},
+		{"equal priority, longer jobs: just behind", PriorityNormal, 300, 200, min + 1},
+		{"higher priority: ahead by the priority gap", PriorityKernel, 0, 0, min - 2},
+		{"lower priority: behind by the average job times, scaled", PriorityLow, 300, 200, min + (1000+300+200)<<7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEntity(2, tc.prio)
+			q.add(e, 0, tc.avgE, tc.avgS)
+			require.Equal(t, tc.want, e.rq.vruntime)
+			require.Equal(t, tc.want < min, q.peek() == e, "e is the head")
+			q.remove(e)
+			require.Same(t, head, q.peek())
+		})
+	}
+
+	e := newTestEntity(3, PriorityNormal)
+	q.add(e, 0, 300, 200) // just behind the head
+	q.popped(e, 500, 0)
+	dist := e.rq.vruntime - head.rq.vruntime
+	q.remove(e)
+	require.Equal(t, dist, e.rq.savedRel, "left above the minimum: its distance is saved")
+	q.popped(head, 2500, 0) // the minimum moves on while e is away
+	q.add(e, 0, 0, 0)
+	require.Equal(t, head.rq.vruntime+dist, e.rq.vruntime, "back at the new minimum plus its distance")
+
+	q.remove(head)
+	require.Zero(t, head.rq.savedRel, "left below the minimum: nothing saved")
+	q.add(head, 0, 0, 1)
+	require.Equal(t, e.rq.vruntime-1, head.rq.vruntime, "nothing saved: just ahead of the head")
+	require.Same(t, head, q.peek())
 }

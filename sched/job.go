@@ -383,7 +383,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) (*Job, pick) {
 	if next == nil {
 		s.rq.remove(e)
 	} else {
-		s.rq.popped(e, runtime, next.submitTS)
+		s.rq.popped(e, runtime, next)
 	}
 	wakeTDR := s.beginLocked(j)
 	p := pick{e: s.rq.peek(), gen: s.rqGen.Load(), ok: true}

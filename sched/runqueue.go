@@ -84,7 +84,7 @@ type rqState struct {
 	vruntime   int64 // fair: virtual GPU time, ns scaled by priority
 	savedRel   int64 // fair: vruntime relative to the minimum, saved when it left
 	charged    int64 // fair: runtime already charged into vruntime
-	headSubmit int64 // fifo: push time of the head job (UnixNano), as submit_ts
+	headSubmit int64 // fifo: push time of the head job, as submit_ts
 	seq        uint64
 }
 
@@ -160,10 +160,13 @@ func (q *runQueue) remove(e *Entity) {
 	}
 }
 
-// popped updates e's position after one of its jobs was taken: fair charges the
-// GPU time its jobs used since the last charge, FIFO keys on the next job's push
-// time, round robin sends it to the back of its priority.
-func (q *runQueue) popped(e *Entity, runtime int64, headSubmit int64) {
+// popped updates e's position after one of its jobs was taken, with next its new
+// head job: fair charges the GPU time its jobs used since the last charge, FIFO
+// keys on next's push time (drm_sched_rq_update_fifo_locked with its submit_ts),
+// round robin sends it to the back of its priority. Only FIFO reads next: with
+// many entities it is a cold line, pushed long before, and the other policies
+// would pay a cache miss per job for a key they do not use.
+func (q *runQueue) popped(e *Entity, runtime int64, next *Job) {
 	if !q.has(e) {
 		return
 	}
@@ -172,7 +175,7 @@ func (q *runQueue) popped(e *Entity, runtime int64, headSubmit int64) {
 		e.rq.vruntime += (runtime - e.rq.charged) << vruntimeShift[e.rq.prio]
 		e.rq.charged = runtime
 	case PolicyFIFO:
-		e.rq.headSubmit = headSubmit
+		e.rq.headSubmit = next.submitTS
 	default:
 		q.rrNext++
 		e.rq.seq = q.rrNext

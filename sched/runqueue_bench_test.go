@@ -63,10 +63,10 @@ func (s *rqSim) run() {
 	i := int(e.id - 1)
 	s.queued[i] = s.queued[i][1:]
 	last := len(s.queued[i]) == 0
-	var next int64
+	var next Job
 	if !last {
 		s.runtime[i] += 100 + s.rng.Int64N(400)
-		next = s.queued[i][0]
+		next.submitTS = s.queued[i][0]
 	}
 	for j := 0; j < 2048; j += 64 {
 		s.junk[s.off+j]++
@@ -76,7 +76,7 @@ func (s *rqSim) run() {
 	if last {
 		s.q.remove(e)
 	} else {
-		s.q.popped(e, s.runtime[i], next)
+		s.q.popped(e, s.runtime[i], &next)
 	}
 	s.spent += time.Since(t0)
 }

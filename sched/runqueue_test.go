@@ -1,6 +1,8 @@
 package sched
 
 import (
+	"cmp"
+	"maps"
 	"slices"
 	"testing"
 
@@ -17,8 +19,8 @@ func newTestEntity(id uint64, p Priority) *Entity {
 
 // checkRunQueue fails t unless q keeps its invariants and holds exactly members:
 // every item sits at its entity's index with its entity's current keys, no item
-// is less than its parent, and the head is the least of the members' keys (the
-// model: the members sorted by key).
+// is less than its parent, and the head is the least of the members in the
+// model's order.
 func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, all []*Entity) {
 	for i := range q.items {
 		it := &q.items[i]
@@ -34,8 +36,8 @@ func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, al
 			require.Equal(t, -1, e.rq.index, "entity %d: index when absent", e.id)
 		}
 	}
-	require.Len(t, q.items, len(members))
-	sorted := sortedMembers(q, members)
+	require.Len(t, members, len(q.items))
+	sorted := sortedMembers(q.policy, members)
 	if len(sorted) == 0 {
 		require.Nil(t, q.peek())
 		return
@@ -43,21 +45,24 @@ func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, al
 	require.Same(t, sorted[0], q.peek(), "head")
 }
 
-func sortedMembers(q *runQueue, members map[*Entity]bool) []*Entity {
-	var s []*Entity
-	for e := range members {
-		s = append(s, e)
+// modelCompare is the order of the kernel's trees, written out whole: fair by
+// virtual time; FIFO by priority, then the head job's push time; round robin by
+// priority, then the stamp of the last turn; ties by entity id (fair) or join
+// stamp.
+func modelCompare(p Policy, a, b *Entity) int {
+	if p == PolicyFair {
+		return cmp.Or(cmp.Compare(a.rq.vruntime, b.rq.vruntime), cmp.Compare(a.id, b.id))
 	}
-	slices.SortFunc(s, func(a, b *Entity) int {
-		ia, ib := q.item(a), q.item(b)
-		switch {
-		case ia.less(&ib):
-			return -1
-		case ib.less(&ia):
-			return 1
-		}
-		return 0
-	})
+	c := cmp.Compare(a.rq.prio, b.rq.prio)
+	if p == PolicyFIFO {
+		c = cmp.Or(c, cmp.Compare(a.rq.headSubmit, b.rq.headSubmit))
+	}
+	return cmp.Or(c, cmp.Compare(a.rq.seq, b.rq.seq))
+}
+
+func sortedMembers(p Policy, members map[*Entity]bool) []*Entity {
+	s := slices.Collect(maps.Keys(members))
+	slices.SortFunc(s, func(a, b *Entity) int { return modelCompare(p, a, b) })
 	return s
 }
 
@@ -102,14 +107,14 @@ func TestRunQueueAgainstSortedModel(t *testing.T) {
 				}
 				runtime[e] += rapid.Int64Range(0, 100_000).Draw(rt, "runtime")
 				now += rapid.Int64Range(0, 3).Draw(rt, "dt")
-				q.popped(e, runtime[e], now-rapid.Int64Range(0, 10).Draw(rt, "age"))
+				q.popped(e, runtime[e], &Job{submitTS: now - rapid.Int64Range(0, 10).Draw(rt, "age")})
 			},
 			"setPriority": func(rt *rapid.T) {
 				q.setPriority(pick("e"), Priority(rapid.IntRange(0, int(numPriorities)-1).Draw(rt, "p")))
 			},
 			"": func(rt *rapid.T) { checkRunQueue(rt, q, members, all) },
 		})
-		want := sortedMembers(q, members)
+		want := sortedMembers(q.policy, members)
 		for _, w := range want {
 			require.Same(rt, w, q.peek())
 			q.remove(w)
@@ -129,9 +134,9 @@ func TestFairRunQueuePlacesAndChargesAsSchedRQ(t *testing.T) {
 	head := newTestEntity(1, PriorityNormal)
 	q.add(head, 0, 0, 0)
 	require.Equal(t, int64(0), head.rq.vruntime, "first into an empty queue: at the minimum, 0")
-	q.popped(head, 1000, 0)
+	q.popped(head, 1000, nil)
 	require.Equal(t, int64(1000<<4), head.rq.vruntime, "charged its GPU time << 4 (normal priority)")
-	q.popped(head, 1500, 0)
+	q.popped(head, 1500, nil)
 	require.Equal(t, int64(1500<<4), head.rq.vruntime, "charged only the time since the last charge")
 	min := head.rq.vruntime
 
@@ -159,11 +164,11 @@ func TestFairRunQueuePlacesAndChargesAsSchedRQ(t *testing.T) {
 
 	e := newTestEntity(3, PriorityNormal)
 	q.add(e, 0, 300, 200) // just behind the head
-	q.popped(e, 500, 0)
+	q.popped(e, 500, nil)
 	dist := e.rq.vruntime - head.rq.vruntime
 	q.remove(e)
 	require.Equal(t, dist, e.rq.savedRel, "left above the minimum: its distance is saved")
-	q.popped(head, 2500, 0) // the minimum moves on while e is away
+	q.popped(head, 2500, nil) // the minimum moves on while e is away
 	q.add(e, 0, 0, 0)
 	require.Equal(t, head.rq.vruntime+dist, e.rq.vruntime, "back at the new minimum plus its distance")
 

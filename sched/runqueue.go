@@ -9,9 +9,14 @@ package sched
 // The kernel keeps an rb-tree with its leftmost node cached; a pick only ever
 // needs the minimum, so this is a 4-ary min-heap in one slice: no node to allocate
 // per entity, half the levels of a binary heap (log4 n: 7 for ten thousand
-// entities), and each node's four children side by side, two cache lines. Each item
+// entities), and each node's four children side by side in 128 bytes. Each item
 // carries its entity's key, so that sifting compares within the array and never
 // dereferences an entity; an entity is written only to record where it moved.
+// With many entities the heap is cold (the jobs between two picks push it out of
+// the caches) and a head that sinks to a leaf pays a miss per level, yet most
+// re-keys send the entity behind all the others: so an entity whose key is not
+// less than the last one that joined goes to the back of a sorted deque instead,
+// in O(1), and the head is the lesser of the heap's root and the deque's front.
 //
 // The fair policy follows sched_rq.c: a pop charges the GPU time the entity's
 // jobs used since its last charge, shifted by vruntimeShift; an entity that ran
@@ -34,16 +39,116 @@ package sched
 //     (kill, a move to another scheduler) leaves it absolute.
 //
 // Invariants, all guarded by Scheduler.mu:
-//   - no item is less than its parent: items[i] >= items[(i-1)/4];
-//   - items[i].e.rq.index == i, and an entity that is not queued has index -1;
+//   - no heap item is less than its parent: items[i] >= items[(i-1)/4];
+//   - an entity is in the heap or in the deque, never both: its rq.index is i
+//     for items[i], dequeIndex(pos) at deque position pos, -1 when not queued;
 //   - each item's keys are its entity's (q.item(e)), refreshed on every change;
 //   - keys are unique (k3 is the entity's id, or a stamp no two entities share),
 //     so the head, which the scheduler runs next, depends only on the keys, never
 //     on the shape of the heap or the order of the operations that built it.
 type runQueue struct {
 	policy Policy
-	items  []rqItem
-	rrNext uint64 // round-robin stamps, also the tie-breaker of insertion order
+	items  []rqItem // the heap
+	back   rqDeque  // entities that joined behind every earlier joiner, in order
+	rrNext uint64   // round-robin stamps, also the tie-breaker of insertion order
+}
+
+// rqDeque is a ring of items in key order, least first: an entity whose key is
+// at least the last one appended joins at the back, and the head leaves from the
+// front, each in O(1) and on lines that are warm. Round robin sends every entity
+// it runs to the back; FIFO does too while jobs come round robin (the entity's
+// next job was pushed after every other entity's head job); fair does whenever
+// the charge lands it behind the previous one (a head that was the heap's root
+// still leaves the heap through a sift). Positions are absolute (slot
+// pos&(len(buf)-1)), so an entity's position survives a growth. An entity
+// removed from the middle leaves a tombstone (a nil entity, its key kept so the
+// order holds), skipped at the front and compacted away once tombstones
+// outnumber the living.
+//
+// Invariants: the items in [head, end) are in nondecreasing key order; dead of
+// them are tombstones, and the items at head and at end-1 are alive; len(buf) is
+// zero or a power of two, at least end-head.
+type rqDeque struct {
+	buf       []rqItem
+	head, end int
+	dead      int
+}
+
+// dequeIndex maps deque position pos to an entity's rq.index and back: -2-pos.
+func dequeIndex(pos int) int { return -2 - pos }
+
+func (d *rqDeque) len() int { return d.end - d.head - d.dead }
+
+func (d *rqDeque) at(pos int) *rqItem { return &d.buf[pos&(len(d.buf)-1)] }
+
+// accepts reports whether it can join at the back.
+func (d *rqDeque) accepts(it *rqItem) bool {
+	return d.end == d.head || !it.less(d.at(d.end-1))
+}
+
+func (d *rqDeque) pushBack(it rqItem) {
+	if d.end-d.head == len(d.buf) {
+		d.grow()
+	}
+	*d.at(d.end) = it
+	it.e.rq.index = dequeIndex(d.end)
+	d.end++
+}
+
+// grow doubles the ring, keeping every item at its absolute position.
+func (d *rqDeque) grow() {
+	buf := make([]rqItem, max(2*len(d.buf), 16))
+	for pos := d.head; pos < d.end; pos++ {
+		buf[pos&(len(buf)-1)] = *d.at(pos)
+	}
+	d.buf = buf
+}
+
+// front returns the least item, or nil.
+func (d *rqDeque) front() *rqItem {
+	if d.end == d.head {
+		return nil
+	}
+	return d.at(d.head)
+}
+
+// remove takes out the item at pos.
+func (d *rqDeque) remove(pos int) {
+	it := d.at(pos)
+	it.e.rq.index = -1
+	it.e = nil
+	d.dead++
+	// Keep both ends alive.
+	for d.head < d.end && d.at(d.head).e == nil {
+		*d.at(d.head) = rqItem{}
+		d.head++
+		d.dead--
+	}
+	for d.end > d.head && d.at(d.end-1).e == nil {
+		*d.at(d.end - 1) = rqItem{}
+		d.end--
+		d.dead--
+	}
+	if d.dead > 16 && d.dead > d.len() {
+		d.compact()
+	}
+}
+
+// compact drops the tombstones, moving the living items down to close the gaps.
+func (d *rqDeque) compact() {
+	to := d.head
+	for pos := d.head; pos < d.end; pos++ {
+		it := *d.at(pos)
+		*d.at(pos) = rqItem{}
+		if it.e == nil {
+			continue
+		}
+		*d.at(to) = it
+		it.e.rq.index = dequeIndex(to)
+		to++
+	}
+	d.end = to
+	d.dead = 0
 }
 
 // rqItem is an entity and a copy of its key: k1, then k2, then k3.
@@ -79,7 +184,7 @@ func (q *runQueue) item(e *Entity) rqItem {
 
 // rqState is an entity's place in its run queue. Guarded by Scheduler.mu.
 type rqState struct {
-	index      int // in the heap, -1 when absent
+	index      int // in the heap (>= 0), dequeIndex in the back deque, or -1
 	prio       Priority
 	vruntime   int64 // fair: virtual GPU time, ns scaled by priority
 	savedRel   int64 // fair: vruntime relative to the minimum, saved when it left
@@ -94,13 +199,20 @@ func newRunQueue(p Policy) *runQueue { return &runQueue{policy: p} }
 // vruntime grows by GPU time << shift (sched_rq.c).
 var vruntimeShift = [numPriorities]uint{1, 2, 4, 7}
 
-func (q *runQueue) has(e *Entity) bool { return e.rq.index >= 0 }
+func (q *runQueue) has(e *Entity) bool { return e.rq.index != -1 }
 
 // peek returns the entity to run next, or nil. Models the leftmost node that
 // drm_sched_select_entity starts from.
 func (q *runQueue) peek() *Entity {
+	b := q.back.front()
 	if len(q.items) == 0 {
-		return nil
+		if b == nil {
+			return nil
+		}
+		return b.e
+	}
+	if b != nil && b.less(&q.items[0]) {
+		return b.e
 	}
 	return q.items[0].e
 }
@@ -137,8 +249,27 @@ func (q *runQueue) add(e *Entity, headSubmit int64, avgEntity, avgSched int64) {
 		e.rq.vruntime = min + rel
 		e.rq.savedRel = 0
 	}
+	q.insert(q.item(e))
+}
+
+// insert adds it at the back of the deque if it is not less than the last item
+// there, else to the heap.
+func (q *runQueue) insert(it rqItem) {
+	if q.back.accepts(&it) {
+		q.back.pushBack(it)
+		return
+	}
 	q.items = append(q.items, rqItem{})
-	q.up(len(q.items)-1, q.item(e))
+	q.up(len(q.items)-1, it)
+}
+
+// take removes e from the heap or the deque.
+func (q *runQueue) take(e *Entity) {
+	if i := e.rq.index; i >= 0 {
+		q.removeAt(i)
+	} else {
+		q.back.remove(dequeIndex(i))
+	}
 }
 
 // remove takes e out, saving its relative vruntime for when it returns.
@@ -146,7 +277,7 @@ func (q *runQueue) remove(e *Entity) {
 	if !q.has(e) {
 		return
 	}
-	q.removeAt(e.rq.index)
+	q.take(e)
 	if q.policy == PolicyFair {
 		var min int64
 		if h := q.peek(); h != nil {
@@ -192,7 +323,17 @@ func (q *runQueue) setPriority(e *Entity, p Priority) {
 }
 
 // fix moves e to its place after its key changed.
-func (q *runQueue) fix(e *Entity) { q.place(e.rq.index, q.item(e)) }
+// fix moves e to its place after its key changed: to the back of the deque if it
+// goes behind everything there, else into the heap.
+func (q *runQueue) fix(e *Entity) {
+	it := q.item(e)
+	if i := e.rq.index; i >= 0 && !q.back.accepts(&it) {
+		q.place(i, it)
+		return
+	}
+	q.take(e)
+	q.insert(it)
+}
 
 // removeAt takes out the item at i: the last item fills the hole and moves to its
 // place from there.

@@ -18,9 +18,9 @@ func newTestEntity(id uint64, p Priority) *Entity {
 }
 
 // checkRunQueue fails t unless q keeps its invariants and holds exactly members:
-// every item sits at its entity's index with its entity's current keys, no item
-// is less than its parent, and the head is the least of the members in the
-// model's order.
+// every item sits at its entity's index with its entity's current keys, no heap
+// item is less than its parent, the deque is in order with its ends alive, and
+// the head is the least of the members in the model's order.
 func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, all []*Entity) {
 	for i := range q.items {
 		it := &q.items[i]
@@ -36,7 +36,27 @@ func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, al
 			require.Equal(t, -1, e.rq.index, "entity %d: index when absent", e.id)
 		}
 	}
-	require.Len(t, members, len(q.items))
+	d := &q.back
+	require.LessOrEqual(t, d.end-d.head, len(d.buf))
+	dead := 0
+	for pos := d.head; pos < d.end; pos++ {
+		it := d.at(pos)
+		if pos > d.head {
+			require.False(t, it.less(d.at(pos-1)), "deque %d is less than the item before it", pos)
+		}
+		if it.e == nil {
+			dead++
+			continue
+		}
+		require.Equal(t, dequeIndex(pos), it.e.rq.index, "deque %d: entity %d's index", pos, it.e.id)
+		require.Equal(t, q.item(it.e), *it, "deque %d: stale keys", pos)
+	}
+	require.Equal(t, dead, d.dead, "tombstones")
+	if d.end > d.head {
+		require.NotNil(t, d.at(d.head).e, "the front is a tombstone")
+		require.NotNil(t, d.at(d.end-1).e, "the back is a tombstone")
+	}
+	require.Len(t, members, len(q.items)+d.len())
 	sorted := sortedMembers(q.policy, members)
 	if len(sorted) == 0 {
 		require.Nil(t, q.peek())
@@ -177,4 +197,31 @@ func TestFairRunQueuePlacesAndChargesAsSchedRQ(t *testing.T) {
 	q.add(head, 0, 0, 1)
 	require.Equal(t, e.rq.vruntime-1, head.rq.vruntime, "nothing saved: just ahead of the head")
 	require.Same(t, head, q.peek())
+}
+
+// TestRunQueueDequeCompactsTombstones removes entities from the middle of the
+// back deque, where they leave tombstones, until the tombstones outnumber the
+// living and are compacted away; the order and the positions hold throughout.
+func TestRunQueueDequeCompactsTombstones(t *testing.T) {
+	q := newRunQueue(PolicyRoundRobin)
+	all := make([]*Entity, 100)
+	members := make(map[*Entity]bool)
+	for i := range all {
+		all[i] = newTestEntity(uint64(i+1), PriorityNormal)
+		q.add(all[i], 0, 0, 0)
+		members[all[i]] = true
+	}
+	require.Equal(t, 100, q.back.len(), "round robin: every entity joins at the back")
+	compacted := false
+	for i := 1; i < 99; i++ { // all but the ends
+		q.remove(all[i])
+		delete(members, all[i])
+		compacted = compacted || q.back.dead == 0
+		checkRunQueue(t, q, members, all)
+	}
+	require.True(t, compacted, "the tombstones were never compacted")
+	for range 3 * len(all) { // turns: the head goes to the back
+		q.popped(q.peek(), 0, nil)
+		checkRunQueue(t, q, members, all)
+	}
 }

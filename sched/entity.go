@@ -142,11 +142,16 @@ func (e *Entity) Error() error {
 
 // push appends j to the queue and reports whether it is the only job there. Called
 // with mu held. Models spsc_queue_push().
-func (e *Entity) push(j *Job) bool {
+// The job ahead of j keeps j's push time, submitTS: the run queue needs it as
+// the FIFO key when that job is popped, and reading it there from j, pushed long
+// before and cold with many entities, would cost a cache miss per job, where the
+// job ahead is the one being popped.
+func (e *Entity) push(j *Job, submitTS int64) bool {
 	if e.tail == nil {
 		e.head.Store(j)
 	} else {
 		e.tail.next = j
+		e.tail.nextSubmit = submitTS
 	}
 	e.tail = j
 	return e.queued.Add(1) == 1

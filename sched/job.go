@@ -41,7 +41,7 @@ type Job struct {
 	hwCb      fence.Callback
 
 	// Clock readings (see now).
-	submitTS int64 // Push, for the FIFO policy and the queued event only
+	nextSubmit int64 // Push time of the next job in the entity's queue, the FIFO key once this one is popped; guarded by entity.mu
 	startTS  int64 // RunJob returned: the scheduled fence's time, the start of its GPU time (run worker)
 	tdrStart int64 // the timeout counts from here, once the job heads the pending list; guarded by sched.mu
 
@@ -263,14 +263,15 @@ func (j *Job) Push() error {
 		return ErrState
 	}
 	e, s := j.entity, j.sched
+	var submitTS int64
 	if s.cfg.Policy == PolicyFIFO || s.cfg.Tracer != nil {
-		j.submitTS = now() // the FIFO key and the queued event's time; skipped otherwise
+		submitTS = now() // the FIFO key and the queued event's time; skipped otherwise
 	}
 	j.traceStart()
 	// Traced before the job is visible, as drm_sched_entity_push_job traces
 	// drm_sched_job_queue first: once queued, the run worker may pick it at once.
 	if s.cfg.Tracer != nil {
-		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.Seqno(), Credits: j.credits, Time: at(j.submitTS)})
+		s.trace(Event{Kind: EventQueued, Entity: e.id, FenceContext: e.schedCtx.ID(), Job: j.Seqno(), Credits: j.credits, Time: at(submitTS)})
 	}
 	e.mu.Lock()
 	// A job killed here follows the job pushed before it, whatever became of
@@ -288,11 +289,11 @@ func (j *Job) Push() error {
 	// Only the first job wakes the scheduler, as in the kernel: with jobs queued
 	// before it, the entity is on the run queue (or waits for a dependency, whose
 	// callback puts it back), and the run work goes on until the queue is empty.
-	first := e.push(j)
+	first := e.push(j, submitTS)
 	if first {
 		s.mu.Lock()
 		if !e.waiting {
-			s.rq.add(e, j.submitTS, e.avgNs(), s.avgJobNs.Load())
+			s.rq.add(e, submitTS, e.avgNs(), s.avgJobNs.Load())
 			s.rqChanged()
 		}
 		s.mu.Unlock()
@@ -383,7 +384,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) (*Job, pick) {
 	if next == nil {
 		s.rq.remove(e)
 	} else {
-		s.rq.popped(e, runtime, next)
+		s.rq.popped(e, runtime, j.nextSubmit)
 	}
 	wakeTDR := s.beginLocked(j)
 	p := pick{e: s.rq.peek(), gen: s.rqGen.Load(), ok: true}

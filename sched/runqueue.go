@@ -291,13 +291,12 @@ func (q *runQueue) remove(e *Entity) {
 	}
 }
 
-// popped updates e's position after one of its jobs was taken, with next its new
-// head job: fair charges the GPU time its jobs used since the last charge, FIFO
-// keys on next's push time (drm_sched_rq_update_fifo_locked with its submit_ts),
-// round robin sends it to the back of its priority. Only FIFO reads next: with
-// many entities it is a cold line, pushed long before, and the other policies
-// would pay a cache miss per job for a key they do not use.
-func (q *runQueue) popped(e *Entity, runtime int64, next *Job) {
+// popped updates e's position after one of its jobs was taken, with nextSubmit the
+// push time of its new head job (kept by the job popped, see Entity.push): fair
+// charges the GPU time its jobs used since the last charge, FIFO keys on
+// nextSubmit (drm_sched_rq_update_fifo_locked with its submit_ts), round robin
+// sends it to the back of its priority.
+func (q *runQueue) popped(e *Entity, runtime int64, nextSubmit int64) {
 	if !q.has(e) {
 		return
 	}
@@ -306,7 +305,7 @@ func (q *runQueue) popped(e *Entity, runtime int64, next *Job) {
 		e.rq.vruntime += (runtime - e.rq.charged) << vruntimeShift[e.rq.prio]
 		e.rq.charged = runtime
 	case PolicyFIFO:
-		e.rq.headSubmit = next.submitTS
+		e.rq.headSubmit = nextSubmit
 	default:
 		q.rrNext++
 		e.rq.seq = q.rrNext

@@ -64,10 +64,10 @@ func (s *rqSim) run() {
 	i := int(e.id - 1)
 	s.queued[i] = s.queued[i][1:]
 	last := len(s.queued[i]) == 0
-	var next Job
+	var nextSubmit int64
 	if !last {
 		s.runtime[i] += 100 + s.rng.Int64N(400)
-		next.submitTS = s.queued[i][0]
+		nextSubmit = s.queued[i][0]
 	}
 	for j := 0; j < 2048; j += 64 {
 		s.junk[s.off+j]++
@@ -77,7 +77,7 @@ func (s *rqSim) run() {
 	if last {
 		s.q.remove(e)
 	} else {
-		s.q.popped(e, s.runtime[i], &next)
+		s.q.popped(e, s.runtime[i], nextSubmit)
 	}
 	s.spent += time.Since(t0)
 }

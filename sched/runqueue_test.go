@@ -127,7 +127,7 @@ func TestRunQueueAgainstSortedModel(t *testing.T) {
 				}
 				runtime[e] += rapid.Int64Range(0, 100_000).Draw(rt, "runtime")
 				now += rapid.Int64Range(0, 3).Draw(rt, "dt")
-				q.popped(e, runtime[e], &Job{submitTS: now - rapid.Int64Range(0, 10).Draw(rt, "age")})
+				q.popped(e, runtime[e], now-rapid.Int64Range(0, 10).Draw(rt, "age"))
 			},
 			"setPriority": func(rt *rapid.T) {
 				q.setPriority(pick("e"), Priority(rapid.IntRange(0, int(numPriorities)-1).Draw(rt, "p")))
@@ -154,9 +154,9 @@ func TestFairRunQueuePlacesAndChargesAsSchedRQ(t *testing.T) {
 	head := newTestEntity(1, PriorityNormal)
 	q.add(head, 0, 0, 0)
 	require.Equal(t, int64(0), head.rq.vruntime, "first into an empty queue: at the minimum, 0")
-	q.popped(head, 1000, nil)
+	q.popped(head, 1000, 0)
 	require.Equal(t, int64(1000<<4), head.rq.vruntime, "charged its GPU time << 4 (normal priority)")
-	q.popped(head, 1500, nil)
+	q.popped(head, 1500, 0)
 	require.Equal(t, int64(1500<<4), head.rq.vruntime, "charged only the time since the last charge")
 	min := head.rq.vruntime
 
@@ -184,11 +184,11 @@ func TestFairRunQueuePlacesAndChargesAsSchedRQ(t *testing.T) {
 
 	e := newTestEntity(3, PriorityNormal)
 	q.add(e, 0, 300, 200) // just behind the head
-	q.popped(e, 500, nil)
+	q.popped(e, 500, 0)
 	dist := e.rq.vruntime - head.rq.vruntime
 	q.remove(e)
 	require.Equal(t, dist, e.rq.savedRel, "left above the minimum: its distance is saved")
-	q.popped(head, 2500, nil) // the minimum moves on while e is away
+	q.popped(head, 2500, 0) // the minimum moves on while e is away
 	q.add(e, 0, 0, 0)
 	require.Equal(t, head.rq.vruntime+dist, e.rq.vruntime, "back at the new minimum plus its distance")
 
@@ -221,7 +221,7 @@ func TestRunQueueDequeCompactsTombstones(t *testing.T) {
 	}
 	require.True(t, compacted, "the tombstones were never compacted")
 	for range 3 * len(all) { // turns: the head goes to the back
-		q.popped(q.peek(), 0, nil)
+		q.popped(q.peek(), 0, 0)
 		checkRunQueue(t, q, members, all)
 	}
 }

@@ -42,8 +42,8 @@ type Job struct {
 
 	// Clock readings (see now).
 	nextSubmit int64 // Push time of the next job in the entity's queue, the FIFO key once this one is popped; guarded by entity.mu
-	startTS  int64 // RunJob returned: the scheduled fence's time, the start of its GPU time (run worker)
-	tdrStart int64 // the timeout counts from here, once the job heads the pending list; guarded by sched.mu
+	startTS    int64 // RunJob returned: the scheduled fence's time, the start of its GPU time (run worker)
+	tdrStart   int64 // the timeout counts from here, once the job heads the pending list; guarded by sched.mu
 
 	rt *jobTrace // runtime/trace task, when tracing was on at Push
 

@@ -14,9 +14,11 @@ package sched
 // dereferences an entity; an entity is written only to record where it moved.
 // With many entities the heap is cold (the jobs between two picks push it out of
 // the caches) and a head that sinks to a leaf pays a miss per level, yet most
-// re-keys send the entity behind all the others: so an entity whose key is not
-// less than the last one that joined goes to the back of a sorted deque instead,
-// in O(1), and the head is the lesser of the heap's root and the deque's front.
+// re-keys send the entity behind all the others, and under the fair policy most
+// joins put it ahead of them all: so an entity whose key is not less than the
+// last one in a sorted deque goes to its back instead, one whose key is less than
+// the first goes to its front, each in O(1), and the head is the lesser of the
+// heap's root and the deque's front.
 //
 // The fair policy follows sched_rq.c: a pop charges the GPU time the entity's
 // jobs used since its last charge, shifted by vruntimeShift; an entity that ran
@@ -49,25 +51,31 @@ package sched
 type runQueue struct {
 	policy Policy
 	items  []rqItem // the heap
-	back   rqDeque  // entities that joined behind every earlier joiner, in order
+	deque  rqDeque  // entities that joined behind or ahead of every deque entity, in order
 	rrNext uint64   // round-robin stamps, also the tie-breaker of insertion order
 }
 
 // rqDeque is a ring of items in key order, least first: an entity whose key is
-// at least the last one appended joins at the back, and the head leaves from the
-// front, each in O(1) and on lines that are warm. Round robin sends every entity
-// it runs to the back; FIFO does too while jobs come round robin (the entity's
-// next job was pushed after every other entity's head job); fair does whenever
-// the charge lands it behind the previous one (a head that was the heap's root
-// still leaves the heap through a sift). Positions are absolute (slot
-// pos&(len(buf)-1)), so an entity's position survives a growth. An entity
-// removed from the middle leaves a tombstone (a nil entity, its key kept so the
-// order holds), skipped at the front and compacted away once tombstones
-// outnumber the living.
+// at least the last one joins at the back, one whose key is less than the first
+// joins at the front, and the head leaves from the front, each in O(1) and on
+// lines that are warm. Round robin sends every entity it runs to the back; FIFO
+// does too while jobs come round robin (the entity's next job was pushed after
+// every other entity's head job); fair does whenever the charge lands it behind
+// the previous one (a head that was the heap's root still leaves the heap
+// through a sift). Fair sends to the front an entity that rejoins ahead of the
+// head (drm_sched_rq_add_entity's min-1 for short jobs, min-(prio gap) for a
+// more important one): with near-instant jobs that is most joins, and the
+// entity, now the head, runs its one job and leaves from the front again, where
+// the heap would sift it up to the root and its replacement down from it.
+// Positions are absolute (slot pos&(len(buf)-1)); an empty deque restarts at
+// dequeOrigin, so that the front can grow down without positions going negative
+// and an entity's position survives a growth. An entity removed from the middle
+// leaves a tombstone (a nil entity, its key kept so the order holds), skipped at
+// the ends and compacted away once tombstones outnumber the living.
 //
 // Invariants: the items in [head, end) are in nondecreasing key order; dead of
 // them are tombstones, and the items at head and at end-1 are alive; len(buf) is
-// zero or a power of two, at least end-head.
+// zero or a power of two, at least end-head; head >= 0.
 type rqDeque struct {
 	buf       []rqItem
 	head, end int
@@ -76,6 +84,10 @@ type rqDeque struct {
 
 // dequeIndex maps deque position pos to an entity's rq.index and back: -2-pos.
 func dequeIndex(pos int) int { return -2 - pos }
+
+// dequeOrigin is where an empty deque starts: a front join moves head down by
+// one, and 2^61 of them would take centuries.
+const dequeOrigin = 1 << 61
 
 func (d *rqDeque) len() int { return d.end - d.head - d.dead }
 
@@ -86,13 +98,32 @@ func (d *rqDeque) accepts(it *rqItem) bool {
 	return d.end == d.head || !it.less(d.at(d.end-1))
 }
 
+// acceptsFront reports whether it can join at the front: it is less than the
+// first item. An empty deque accepts at the back.
+func (d *rqDeque) acceptsFront(it *rqItem) bool {
+	return d.end != d.head && it.less(d.at(d.head))
+}
+
 func (d *rqDeque) pushBack(it rqItem) {
+	if d.end == d.head {
+		d.head, d.end = dequeOrigin, dequeOrigin
+	}
 	if d.end-d.head == len(d.buf) {
 		d.grow()
 	}
 	*d.at(d.end) = it
 	it.e.rq.index = dequeIndex(d.end)
 	d.end++
+}
+
+// pushFront adds it before the first item; the deque must not be empty.
+func (d *rqDeque) pushFront(it rqItem) {
+	if d.end-d.head == len(d.buf) {
+		d.grow()
+	}
+	d.head--
+	*d.at(d.head) = it
+	it.e.rq.index = dequeIndex(d.head)
 }
 
 // grow doubles the ring, keeping every item at its absolute position.
@@ -184,7 +215,7 @@ func (q *runQueue) item(e *Entity) rqItem {
 
 // rqState is an entity's place in its run queue. Guarded by Scheduler.mu.
 type rqState struct {
-	index      int // in the heap (>= 0), dequeIndex in the back deque, or -1
+	index      int // in the heap (>= 0), dequeIndex in the deque, or -1
 	prio       Priority
 	vruntime   int64 // fair: virtual GPU time, ns scaled by priority
 	savedRel   int64 // fair: vruntime relative to the minimum, saved when it left
@@ -204,7 +235,7 @@ func (q *runQueue) has(e *Entity) bool { return e.rq.index != -1 }
 // peek returns the entity to run next, or nil. Models the leftmost node that
 // drm_sched_select_entity starts from.
 func (q *runQueue) peek() *Entity {
-	b := q.back.front()
+	b := q.deque.front()
 	if len(q.items) == 0 {
 		if b == nil {
 			return nil
@@ -253,10 +284,14 @@ func (q *runQueue) add(e *Entity, headSubmit int64, avgEntity, avgSched int64) {
 }
 
 // insert adds it at the back of the deque if it is not less than the last item
-// there, else to the heap.
+// there, at its front if it is less than the first, else to the heap.
 func (q *runQueue) insert(it rqItem) {
-	if q.back.accepts(&it) {
-		q.back.pushBack(it)
+	if q.deque.accepts(&it) {
+		q.deque.pushBack(it)
+		return
+	}
+	if q.deque.acceptsFront(&it) {
+		q.deque.pushFront(it)
 		return
 	}
 	q.items = append(q.items, rqItem{})
@@ -268,7 +303,7 @@ func (q *runQueue) take(e *Entity) {
 	if i := e.rq.index; i >= 0 {
 		q.removeAt(i)
 	} else {
-		q.back.remove(dequeIndex(i))
+		q.deque.remove(dequeIndex(i))
 	}
 }
 
@@ -321,12 +356,11 @@ func (q *runQueue) setPriority(e *Entity, p Priority) {
 	}
 }
 
-// fix moves e to its place after its key changed.
-// fix moves e to its place after its key changed: to the back of the deque if it
-// goes behind everything there, else into the heap.
+// fix moves e to its place after its key changed: to either end of the deque if
+// it goes behind or ahead of everything there, else into the heap.
 func (q *runQueue) fix(e *Entity) {
 	it := q.item(e)
-	if i := e.rq.index; i >= 0 && !q.back.accepts(&it) {
+	if i := e.rq.index; i >= 0 && !q.deque.accepts(&it) && !q.deque.acceptsFront(&it) {
 		q.place(i, it)
 		return
 	}

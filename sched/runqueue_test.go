@@ -36,8 +36,9 @@ func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, al
 			require.Equal(t, -1, e.rq.index, "entity %d: index when absent", e.id)
 		}
 	}
-	d := &q.back
+	d := &q.deque
 	require.LessOrEqual(t, d.end-d.head, len(d.buf))
+	require.GreaterOrEqual(t, d.head, 0, "deque positions")
 	dead := 0
 	for pos := d.head; pos < d.end; pos++ {
 		it := d.at(pos)
@@ -211,12 +212,12 @@ func TestRunQueueDequeCompactsTombstones(t *testing.T) {
 		q.add(all[i], 0, 0, 0)
 		members[all[i]] = true
 	}
-	require.Equal(t, 100, q.back.len(), "round robin: every entity joins at the back")
+	require.Equal(t, 100, q.deque.len(), "round robin: every entity joins at the back")
 	compacted := false
 	for i := 1; i < 99; i++ { // all but the ends
 		q.remove(all[i])
 		delete(members, all[i])
-		compacted = compacted || q.back.dead == 0
+		compacted = compacted || q.deque.dead == 0
 		checkRunQueue(t, q, members, all)
 	}
 	require.True(t, compacted, "the tombstones were never compacted")
@@ -224,4 +225,64 @@ func TestRunQueueDequeCompactsTombstones(t *testing.T) {
 		q.popped(q.peek(), 0, 0)
 		checkRunQueue(t, q, members, all)
 	}
+}
+
+// TestFairRunQueueJoinAheadOfHeadUsesDequeFront adds, to a fair queue whose
+// entities sit in the heap, short-job entities that rejoin just ahead of the head
+// (min-1, as drm_sched_rq_add_entity places them): each goes to the front of the
+// deque, not into the heap, runs as the head and leaves from the front, and the
+// heap is not touched. A more important newcomer goes ahead of them the same way;
+// one removed from behind the front leaves a tombstone that the order skips.
+func TestFairRunQueueJoinAheadOfHeadUsesDequeFront(t *testing.T) {
+	q := newRunQueue(PolicyFair)
+	var all []*Entity
+	members := make(map[*Entity]bool)
+	newE := func(p Priority) *Entity {
+		e := newTestEntity(uint64(len(all)+1), p)
+		all = append(all, e)
+		return e
+	}
+	for i := range 20 { // charged out of order: most end up in the heap
+		e := newE(PriorityNormal)
+		q.add(e, 0, 1, 0) // longer jobs than the scheduler's: just behind the head
+		members[e] = true
+		q.popped(e, int64((i*7)%20)*1000, 0)
+		checkRunQueue(t, q, members, all)
+	}
+	require.NotEmpty(t, q.items)
+	heap := slices.Clone(q.items)
+
+	a := newE(PriorityNormal)
+	min := q.peek().rq.vruntime
+	q.add(a, 0, 0, 0) // short jobs: just ahead of the head
+	members[a] = true
+	checkRunQueue(t, q, members, all)
+	require.Equal(t, min-1, a.rq.vruntime)
+	require.Equal(t, dequeIndex(q.deque.head), a.rq.index, "a joined at the deque's front")
+	require.Same(t, a, q.peek())
+
+	b := newE(PriorityNormal)
+	q.add(b, 0, 0, 0)
+	members[b] = true
+	k := newE(PriorityKernel)
+	q.add(k, 0, 0, 0) // more important: ahead by the priority gap
+	members[k] = true
+	checkRunQueue(t, q, members, all)
+	require.Equal(t, a.rq.vruntime-1, b.rq.vruntime)
+	require.Equal(t, b.rq.vruntime-2, k.rq.vruntime)
+	require.Equal(t, dequeIndex(q.deque.head), k.rq.index, "k joined at the deque's front")
+	require.Equal(t, dequeIndex(q.deque.head+1), b.rq.index)
+
+	q.remove(b) // behind the front: a tombstone
+	delete(members, b)
+	checkRunQueue(t, q, members, all)
+	require.Equal(t, 1, q.deque.dead)
+	for _, e := range []*Entity{k, a} { // each runs its one job and leaves
+		require.Same(t, e, q.peek())
+		q.remove(e)
+		delete(members, e)
+		checkRunQueue(t, q, members, all)
+	}
+	require.Zero(t, q.deque.dead, "the tombstone left with the ends")
+	require.Equal(t, heap, q.items, "the heap was not touched")
 }

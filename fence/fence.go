@@ -13,10 +13,12 @@ import (
 // unsignalled, signals exactly once, optionally with an error, and then stays
 // signalled. Models struct dma_fence.
 //
-// Invariants: the signalled flag is set exactly once, with the lock held, after
-// err is final: reading err after observing the flag needs no lock. A timestamp
-// is written before flagStamped, which is set together with (or after) the
-// signalled flag. A callback is queued on at most one fence.
+// Invariants: the signalled flag is set exactly once, by a compare-and-swap that
+// takes the lock with it, or finds the lock free and no callback queued (see
+// signal). From then on only the signal changes the callback list, the Done
+// channel or err, and err was final before: reading err after observing the flag
+// needs no lock. A timestamp is written before flagStamped, which is set with or
+// after the signalled flag. A callback is queued on at most one fence.
 //
 // Rules (dma-buf.rst): a fence must signal in bounded time (a driver backs every
 // fence with a timeout that signals it with an error); the code between publishing a
@@ -27,7 +29,7 @@ import (
 //
 // A Fence must not be copied.
 type Fence struct {
-	flags atomic.Uint32 // the flag bits below, the fence lock (lock.go), the waiter count
+	flags atomic.Uint32 // the flag bits below, among them the fence lock (lock.go)
 	refs  atomic.Int32  // references minus one, so that the zero value is one
 	ctx   *Context      // also holds the ops: the kernel's fence->ops
 	seqno uint64

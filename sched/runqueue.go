@@ -1,5 +1,7 @@
 package sched
 
+import "math"
+
 // runQueue holds the entities of one scheduler that are ready to run: they have a
 // queued job and no unresolved dependency. Entities waiting on a dependency leave
 // it and come back from the dependency's callback, so picking costs O(log n) in the
@@ -85,9 +87,15 @@ type rqDeque struct {
 // dequeIndex maps deque position pos to an entity's rq.index and back: -2-pos.
 func dequeIndex(pos int) int { return -2 - pos }
 
-// dequeOrigin is where an empty deque starts: a front join moves head down by
-// one, and 2^61 of them would take centuries.
-const dequeOrigin = 1 << 61
+// Positions live in [0, dequeLimit). An empty deque starts half way, at
+// dequeOrigin: a front join moves head down by one, a back join moves end up by
+// one, and when either runs out of room (after some 2^62 joins on a 64-bit
+// platform, 2^30 on a 32-bit one) rebase moves the positions back to the
+// origin. Variables only so that a test can make the room small.
+var (
+	dequeOrigin = math.MaxInt / 2
+	dequeLimit  = math.MaxInt
+)
 
 func (d *rqDeque) len() int { return d.end - d.head - d.dead }
 
@@ -111,6 +119,9 @@ func (d *rqDeque) pushBack(it rqItem) {
 	if d.end-d.head == len(d.buf) {
 		d.grow()
 	}
+	if d.end == dequeLimit-1 {
+		d.rebase()
+	}
 	*d.at(d.end) = it
 	it.e.rq.index = dequeIndex(d.end)
 	d.end++
@@ -120,6 +131,9 @@ func (d *rqDeque) pushBack(it rqItem) {
 func (d *rqDeque) pushFront(it rqItem) {
 	if d.end-d.head == len(d.buf) {
 		d.grow()
+	}
+	if d.head == 0 {
+		d.rebase()
 	}
 	d.head--
 	*d.at(d.head) = it
@@ -163,6 +177,23 @@ func (d *rqDeque) remove(pos int) {
 	if d.dead > 16 && d.dead > d.len() {
 		d.compact()
 	}
+}
+
+// rebase moves the items to positions from dequeOrigin on, keeping their order
+// and tombstones, and rewrites the living entities' indices: O(n), once in some
+// 2^30 joins at worst.
+func (d *rqDeque) rebase() {
+	buf := make([]rqItem, len(d.buf))
+	n := d.end - d.head
+	for i := range n {
+		it := *d.at(d.head + i)
+		pos := dequeOrigin + i
+		buf[pos&(len(buf)-1)] = it
+		if it.e != nil {
+			it.e.rq.index = dequeIndex(pos)
+		}
+	}
+	d.buf, d.head, d.end = buf, dequeOrigin, dequeOrigin+n
 }
 
 // compact drops the tombstones, moving the living items down to close the gaps.

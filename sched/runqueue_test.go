@@ -39,6 +39,7 @@ func checkRunQueue(t require.TestingT, q *runQueue, members map[*Entity]bool, al
 	d := &q.deque
 	require.LessOrEqual(t, d.end-d.head, len(d.buf))
 	require.GreaterOrEqual(t, d.head, 0, "deque positions")
+	require.Less(t, d.end, dequeLimit, "deque positions")
 	dead := 0
 	for pos := d.head; pos < d.end; pos++ {
 		it := d.at(pos)
@@ -91,7 +92,16 @@ func sortedMembers(p Policy, members map[*Entity]bool) []*Entity {
 // changes on a run queue of each policy and checks after each that the heap keeps
 // its invariants and returns the least key; then it drains the queue through
 // peek and remove, which must yield the members in key order.
-func TestRunQueueAgainstSortedModel(t *testing.T) {
+func TestRunQueueAgainstSortedModel(t *testing.T) { checkAgainstSortedModel(t) }
+
+// The deque's positions run out of room after some 2^30 joins on a 32-bit
+// platform; with the room made small, rebasing happens many times per run.
+func TestRunQueueAgainstSortedModelWithLittleDequeRoom(t *testing.T) {
+	withDequeRoom(t, 64, 130) // room for the model's at most 60 entities
+	checkAgainstSortedModel(t)
+}
+
+func checkAgainstSortedModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		q := newRunQueue(Policy(rapid.IntRange(0, int(PolicyRoundRobin)).Draw(rt, "policy")))
 		n := rapid.IntRange(1, 60).Draw(rt, "entities")
@@ -285,4 +295,57 @@ func TestFairRunQueueJoinAheadOfHeadUsesDequeFront(t *testing.T) {
 	}
 	require.Zero(t, q.deque.dead, "the tombstone left with the ends")
 	require.Equal(t, heap, q.items, "the heap was not touched")
+}
+
+// withDequeRoom runs the rest of the test with deque positions in [0, limit),
+// an empty deque starting at origin, so that rebasing comes after a few joins.
+func withDequeRoom(t *testing.T, origin, limit int) {
+	was, wasLimit := dequeOrigin, dequeLimit
+	t.Cleanup(func() { dequeOrigin, dequeLimit = was, wasLimit })
+	dequeOrigin, dequeLimit = origin, limit
+}
+
+// Round robin sends every entity it runs to the back of the deque, which never
+// empties: its end climbs one position a job until it runs out of room, and
+// rebase moves everything back to the origin, keeping the order and the indices
+// right.
+func TestRunQueueDequeRebasesAtTheBack(t *testing.T) {
+	withDequeRoom(t, 4, 16)
+	q := newRunQueue(PolicyRoundRobin)
+	all := []*Entity{newTestEntity(1, PriorityNormal), newTestEntity(2, PriorityNormal), newTestEntity(3, PriorityNormal)}
+	members := make(map[*Entity]bool)
+	for _, e := range all {
+		q.add(e, 0, 0, 0)
+		members[e] = true
+	}
+	for turn := range 100 {
+		e := q.peek()
+		require.Same(t, all[turn%len(all)], e, "turn %d", turn)
+		q.popped(e, 0, 0)
+		checkRunQueue(t, q, members, all)
+	}
+}
+
+// Fair entities that keep rejoining ahead of the head push the deque's front
+// down one position each, past position 0: rebase makes room, and the newest is
+// still the head, followed by the others newest first.
+func TestRunQueueDequeRebasesAtTheFront(t *testing.T) {
+	withDequeRoom(t, 4, 64)
+	q := newRunQueue(PolicyFair)
+	var all []*Entity
+	members := make(map[*Entity]bool)
+	for i := range 20 {
+		e := newTestEntity(uint64(i+1), PriorityNormal)
+		all = append(all, e)
+		q.add(e, 0, 0, 0) // short jobs: just ahead of the head
+		members[e] = true
+		checkRunQueue(t, q, members, all)
+		require.Same(t, e, q.peek())
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		require.Same(t, all[i], q.peek())
+		q.remove(all[i])
+		delete(members, all[i])
+		checkRunQueue(t, q, members, all)
+	}
 }

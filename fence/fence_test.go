@@ -336,7 +336,11 @@ func TestReusedCallbackRunsItsLatestFunction(t *testing.T) {
 // fence (and every job, which embeds two) a larger allocation. A change that needs
 // more room should say so here.
 func TestFenceSize(t *testing.T) {
-	require.Equal(t, uintptr(80), unsafe.Sizeof(fence.Fence{}))
+	want := uintptr(80)
+	if unsafe.Sizeof(uintptr(0)) == 4 {
+		want = 52 // pointers, interfaces and channels are half the size
+	}
+	require.Equal(t, want, unsafe.Sizeof(fence.Fence{}))
 }
 
 // Signal reads the clock only on a context made WithTimestamps; elsewhere a fence
@@ -1134,7 +1138,7 @@ func TestTimelineIncAboveIntMaxIsAppliedInSteps(t *testing.T) {
 	tl := newTimeline(t)
 	p := tl.Point(1)
 	tl.Inc(0xffffffff)
-	require.EqualValues(t, 0xffffffff, tl.Value())
+	require.Equal(t, uint32(0xffffffff), tl.Value())
 	require.True(t, p.IsSignaled(), "the counter went past 1")
 }
 

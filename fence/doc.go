@@ -46,8 +46,8 @@
 //
 // A fence is one 80-byte allocation and its lock is a bit of its flags word (a
 // spinlock, like the kernel's fence->lock), so creating and signalling one costs
-// about what making and closing a channel does, and a callback round trip four
-// atomic operations. Wait queues the calling goroutine's own reusable entry, as
+// about what making and closing a channel does: signalling is one atomic
+// operation, two with callbacks queued, and a callback round trip four. Wait queues the calling goroutine's own reusable entry, as
 // dma_fence_default_wait queues one on the waiting task's stack, and allocates
 // nothing. Reading the clock would cost more than all of that, so timestamps are
 // recorded only on contexts made WithTimestamps (see Differences).

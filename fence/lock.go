@@ -6,14 +6,15 @@ import "runtime"
 // fence->lock is a spinlock, and keeping the lock in the word that also holds the
 // signalled and enable bits lets one atomic operation take the lock and change
 // them. Signal without a timestamp takes the lock and marks the fence signalled in
-// a single compare-and-swap, and AddCallback sets the enable bit in the same
-// compare-and-swap that drops the lock: signalling costs two atomic operations
-// where a mutex and a flag would cost three, and a callback round trip four
-// where it would cost six.
+// a single compare-and-swap (with no callback queued, it marks the fence without
+// taking the lock at all: see signal), and AddCallback sets the enable bit in the
+// same compare-and-swap that drops the lock: signalling costs one or two atomic
+// operations where a mutex and a flag would cost three, and a callback round trip
+// four where it would cost six.
 //
 // Every write to flags happens with the lock held, or is the compare-and-swap
-// that takes it, so the holder may compute the word it leaves behind from the
-// word it found.
+// that takes it or that marks the fence signalled while it is free, so the holder
+// may compute the word it leaves behind from the word it found.
 //
 // A goroutine that finds the lock taken yields until it is free, as a kernel CPU
 // spins on fence->lock. Sections are short (the longest is a signal running its

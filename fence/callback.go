@@ -161,10 +161,16 @@ func (f *Fence) RemoveCallback(cb *Callback) bool {
 	if cb.fence != f || f.signaled() {
 		return false
 	}
+	f.unqueueLocked(cb)
+	return true
+}
+
+// unqueueLocked takes cb, queued on f, off f's list, with f locked and unsignalled:
+// a callback removed, or a waiter that gave up.
+func (f *Fence) unqueueLocked(cb *Callback) {
 	f.cbs.remove(cb)
 	cb.reset()
 	if st := f.leaks(); st != nil {
 		st.pending.Add(-1)
 	}
-	return true
 }

@@ -439,11 +439,7 @@ func (f *Fence) removeWaiter(w *waiter) bool {
 	if f.signaled() {
 		return false
 	}
-	f.cbs.remove(&w.cb)
-	w.cb.reset()
-	if st := f.leaks(); st != nil {
-		st.pending.Add(-1)
-	}
+	f.unqueueLocked(&w.cb)
 	return true
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,10 +90,14 @@ func BenchmarkCreateSignal(b *testing.B) {
 // BenchmarkSignalWake compares Signal waking a goroutine blocked in Wait with an
 // unbuffered channel send waking a goroutine blocked in a receive. Both sides play
 // the same ping-pong with a long-lived helper goroutine: the benchmark wakes the
-// helper, which wakes it back, so one operation is two wakes. The fence benchcmp.Side gets a
+// helper, which wakes it back, so one operation is two wakes. The fence side gets a
 // fresh pair of fences per operation, made untimed before each block (creation is
-// BenchmarkCreateSignal's); the channel benchcmp.Side reuses its two channels, as channels
+// BenchmarkCreateSignal's); the channel side reuses its two channels, as channels
 // are used. Reports wake/chan (goal <= 1.2).
+//
+// A third side plays the same game with oneShot, the least any one-shot wake-up
+// built on a channel can do, and reports it as floor/chan: what no fence design
+// can go below on this machine.
 func BenchmarkSignalWake(b *testing.B) {
 	checkers(b, func(b *testing.B, chk *lockdep.Checker) {
 		b.ReportAllocs()
@@ -123,14 +128,26 @@ func BenchmarkSignalWake(b *testing.B) {
 				}
 			}
 		})
+		shotBlocks := make(chan []*oneShot)
+		wg.Go(func() {
+			w := newShotWaiter()
+			for shots := range shotBlocks {
+				for i := 0; i < len(shots); i += 2 {
+					shots[i].wait(w)
+					shots[i+1].signal()
+				}
+			}
+		})
 		defer func() {
 			close(chanBlocks)
 			close(fenceBlocks)
+			close(shotBlocks)
 			wg.Wait()
 		}()
 
 		var seq uint64
-		tBase, tOurs := both(b.N,
+		shotW := newShotWaiter()
+		t := benchcmp.Run(b.N,
 			func(k int) time.Duration {
 				chanBlocks <- k
 				t0 := time.Now()
@@ -157,12 +174,59 @@ func BenchmarkSignalWake(b *testing.B) {
 					}
 				}
 				return time.Since(t0)
+			},
+			func(k int) time.Duration {
+				shots := make([]*oneShot, 2*k)
+				for i := range shots {
+					shots[i] = new(oneShot)
+				}
+				shotBlocks <- shots
+				t0 := time.Now()
+				for i := 0; i < len(shots); i += 2 {
+					shots[i].signal()
+					shots[i+1].wait(shotW)
+				}
+				return time.Since(t0)
 			})
+		tBase, tOurs, tShot := t[0], t[1], t[2]
 		b.ReportMetric(benchcmp.PerOp(tOurs, b.N), "ns/op")
 		b.ReportMetric(benchcmp.PerOp(tOurs, 2*b.N), "ns/wake")
 		b.ReportMetric(benchcmp.PerOp(tBase, 2*b.N), "chan-ns/wake")
 		b.ReportMetric(benchcmp.Ratio(tOurs, tBase), "wake/chan")
+		b.ReportMetric(benchcmp.Ratio(tShot, tBase), "floor/chan")
 	})
+}
+
+// oneShot is the floor of BenchmarkSignalWake: the least a one-shot wake-up can do
+// on top of a channel hand-off, which is all Go offers to park a goroutine. One
+// waiter, no callbacks, no error, no lock: Wait registers with one compare-and-swap
+// and Signal takes the registration with one swap, against a fence's three atomic
+// operations (Wait takes and drops the fence lock; Signal marks the fence
+// signalled) and its bookkeeping. Like the fences, each is fresh.
+type oneShot struct {
+	state atomic.Pointer[shotWaiter] // nil, a waiter, or shotDone
+	_     [72]byte                   // as large as a Fence, so that as much memory is new
+}
+
+// A shotWaiter is one goroutine's wake-up channel, reused like a fence waiter's.
+type shotWaiter struct{ wake chan struct{} }
+
+func newShotWaiter() *shotWaiter { return &shotWaiter{wake: make(chan struct{}, 1)} }
+
+// shotDone marks a signalled oneShot.
+var shotDone = new(shotWaiter)
+
+func (o *oneShot) wait(w *shotWaiter) {
+	if o.state.Load() == shotDone || !o.state.CompareAndSwap(nil, w) {
+		return // signalled
+	}
+	<-w.wake
+}
+
+func (o *oneShot) signal() {
+	if w := o.state.Swap(shotDone); w != nil && w != shotDone {
+		w.wake <- struct{}{} // buffered: never blocks, one wake-up per registration
+	}
 }
 
 // naiveFence is the baseline of BenchmarkCallback: the fence anyone would write
@@ -209,7 +273,7 @@ func naiveHit()                              { naiveHits++ }
 func fenceHit(*fence.Fence, *fence.Callback) { fenceHits++ }
 
 // BenchmarkCallback compares making a fence, adding a callback and signalling it
-// with the same on naiveFence; both callbacks count. The fence benchcmp.Side reuses one
+// with the same on naiveFence; both callbacks count. The fence side reuses one
 // caller-owned Callback, as the API intends. Lockdep off. Reports cb/naive (goal
 // <= 1.0).
 func BenchmarkCallback(b *testing.B) {

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/gpusync/gpusync/internal/monotime"
 )
 
 // A Fence is a one-shot completion event for work on a timeline: it is created
@@ -58,21 +60,20 @@ const (
 	flagCallbacks // AddCallback queued a callback (it may have been removed since): Signal takes the lock
 )
 
-// epoch anchors timestamps: a fence stores its timestamp as nanoseconds since
-// epoch, read from the monotonic clock alone (one clock read where time.Now takes
-// two), and Timestamp turns it back into a time.Time. A timestamp given to
-// SignalTimestamp without a monotonic reading keeps its wall clock exactly.
-var epoch = time.Now()
-
 // noStamp stands for "no timestamp": a fence signalled by Signal on a context
 // without WithTimestamps, or given the zero time.Time.
 const noStamp = math.MinInt64
 
+// stamp is the reading a fence stores for timestamp t. Timestamps are readings of
+// the clock the scheduler shares (internal/monotime): one clock read where
+// time.Now takes two, and Timestamp turns them back into a time.Time. A
+// timestamp given to SignalTimestamp without a monotonic reading keeps its wall
+// clock exactly.
 func stamp(t time.Time) int64 {
 	if t.IsZero() {
 		return noStamp
 	}
-	return int64(t.Sub(epoch))
+	return monotime.Reading(t)
 }
 
 // now is the timestamp Signal records: a clock reading if the context keeps
@@ -81,7 +82,7 @@ func stamp(t time.Time) int64 {
 // opt-in; see WithTimestamps.
 func (c *Context) now() int64 {
 	if c.stamps {
-		return int64(time.Since(epoch))
+		return monotime.Now()
 	}
 	return noStamp
 }
@@ -286,7 +287,7 @@ func (f *Fence) Timestamp() (time.Time, bool) {
 	if fl&flagStamped == 0 {
 		return time.Time{}, false
 	}
-	return epoch.Add(time.Duration(f.ts)), true
+	return monotime.Time(f.ts), true
 }
 
 // IsSignaled reports whether f has signalled, first polling the driver's Signaled

@@ -3,17 +3,15 @@ package sched
 import (
 	"math"
 	"time"
+
+	"github.com/gpusync/gpusync/internal/monotime"
 )
 
-// epoch anchors the scheduler's clock: every time it keeps (when a job was
-// pushed, reached the ring, completed; TDR deadlines) is nanoseconds since epoch
-// on the monotonic clock, one reading where time.Now takes two. The kernel keeps
-// ktime_t, nanoseconds on CLOCK_MONOTONIC, for the same stamps. at turns a reading
-// back into a time.Time for events and fence timestamps.
-//
-// Inside a testing/synctest bubble time.Now has no monotonic reading, so the
-// readings there are differences of wall clocks: still exact, in virtual time.
-var epoch = time.Now()
+// The scheduler's clock is internal/monotime's, the one fences keep their
+// timestamps on: every time it keeps (when a job was pushed, reached the ring,
+// completed; TDR deadlines) is a reading, nanoseconds since one epoch on the
+// monotonic clock, one clock read where time.Now takes two. The kernel keeps
+// ktime_t, nanoseconds on CLOCK_MONOTONIC, for the same stamps.
 
 // Readings no clock gives: never is "no deadline", longAgo "nothing yet".
 const (
@@ -22,10 +20,10 @@ const (
 )
 
 // now reads the monotonic clock.
-func now() int64 { return int64(time.Since(epoch)) }
+func now() int64 { return monotime.Now() }
 
-// at is the time.Time of reading t.
-func at(t int64) time.Time { return epoch.Add(time.Duration(t)) }
+// at is the time.Time of reading t, for events and fence timestamps.
+func at(t int64) time.Time { return monotime.Time(t) }
 
 // reading is the clock reading of t.
-func reading(t time.Time) int64 { return int64(t.Sub(epoch)) }
+func reading(t time.Time) int64 { return monotime.Reading(t) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -53,4 +54,92 @@ func TestAddQueueDuringPreemptionIsPreemptedToo(t *testing.T) {
 		require.Equal(t, 1, resumed["first"], "the rebind worker resumes both")
 		require.Equal(t, 1, resumed["second"])
 	})
+}
+
+// AddBuffer and AddQueue that give up (the context ends while another holder has
+// a reservation locked) change nothing: the buffer is not bound, the queue has not
+// joined, and no object holds a fence of theirs. Eviction and the next rebind then
+// see the VM as it was.
+func TestAddBufferAndAddQueueGivingUpChangeNothing(t *testing.T) {
+	t.Run("AddBuffer", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx := context.Background()
+			r := newRig(t, lockdeptest.New(t), 2)
+			_, err := r.q.Push(ctx, "job")
+			require.NoError(t, err)
+			bo2 := resv.NewObject(r.chk)
+			release := holdLocked(t, bo2)
+			gaveUp, cancel := context.WithTimeout(ctx, time.Millisecond)
+			defer cancel()
+			require.ErrorIs(t, r.vm.AddBuffer(gaveUp, bo2), context.DeadlineExceeded)
+			release()
+			require.Empty(t, fencesOf(t, bo2))
+
+			// bo2 is not the VM's: evicting it preempts nothing, and the rebind
+			// after evicting the VM's own buffer puts no fence in it.
+			require.NoError(t, r.vm.Evict(ctx, bo2))
+			synctest.Wait()
+			suspends, _, _ := r.eng.counts()
+			require.Zero(t, suspends, "evicting a buffer the VM does not have preempted a queue")
+			require.NoError(t, r.vm.Evict(ctx, r.bo))
+			synctest.Wait()
+			require.Equal(t, 1, r.vm.Rebinds())
+			require.Empty(t, fencesOf(t, bo2))
+
+			// Binding it again, with nobody in the way, works.
+			require.NoError(t, r.vm.AddBuffer(ctx, bo2))
+			require.Contains(t, fencesOf(t, bo2), r.vm.PreemptFence(r.q).Fence)
+		})
+	})
+	t.Run("AddQueue", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx := context.Background()
+			r := newRig(t, lockdeptest.New(t), 2)
+			q2 := newQueue(t, r.chk, &engine{}, 1)
+			before := map[*resv.Object]int{r.vm.Resv: len(fencesOf(t, r.vm.Resv)), r.bo: len(fencesOf(t, r.bo))}
+			release := holdLocked(t, r.bo)
+			gaveUp, cancel := context.WithTimeout(ctx, time.Millisecond)
+			defer cancel()
+			require.ErrorIs(t, r.vm.AddQueue(gaveUp, q2), context.DeadlineExceeded)
+			release()
+			require.Nil(t, r.vm.PreemptFence(q2), "a queue whose AddQueue gave up joined the VM")
+			for bo, n := range before {
+				require.Len(t, fencesOf(t, bo), n, "AddQueue gave up and left a fence behind")
+			}
+
+			require.NoError(t, r.vm.AddQueue(ctx, q2))
+			pf := r.vm.PreemptFence(q2)
+			require.NotNil(t, pf)
+			require.Contains(t, fencesOf(t, r.vm.Resv), pf.Fence)
+			require.Contains(t, fencesOf(t, r.bo), pf.Fence)
+		})
+	})
+	t.Run("closed", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := newRig(t, lockdeptest.New(t), 2)
+			r.vm.Close()
+			require.ErrorIs(t, r.vm.AddBuffer(context.Background(), resv.NewObject(r.chk)), lr.ErrClosed)
+			require.ErrorIs(t, r.vm.AddQueue(context.Background(), newQueue(t, r.chk, &engine{}, 1)), lr.ErrClosed)
+		})
+	})
+}
+
+// holdLocked has another goroutine lock bo and hold it until release is called.
+func holdLocked(t *testing.T, bo *resv.Object) (release func()) {
+	t.Helper()
+	locked, unlock, done := make(chan error), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		err := bo.Lock(context.Background(), nil)
+		locked <- err
+		if err == nil {
+			<-unlock
+			bo.Unlock()
+		}
+	}()
+	require.NoError(t, <-locked)
+	return func() {
+		close(unlock)
+		<-done
+	}
 }

@@ -98,20 +98,35 @@ func (vm *VM) objects() []*resv.Object {
 }
 
 // AddBuffer binds an external buffer to the VM: every LR queue's current preempt
-// fence is added to it with Bookkeep usage.
+// fence is added to it with Bookkeep usage. A call that gives up (ctx ends while
+// bo is locked by someone else) changes nothing: bo is bound only once the
+// fences are in it. A closed VM returns ErrClosed. Models binding an external
+// buffer object to a VM in LR mode, as Xe's VM_BIND does with
+// xe_vm_lock_dma_resv() and the preempt fences' reinstall.
 func (vm *VM) AddBuffer(ctx context.Context, bo *resv.Object) error {
-	vm.lock.Lock()
+	vm.lock.Lock() // no queue joins and no rebind swaps fences until bo is bound
 	defer vm.lock.Unlock()
 	vm.mu.Lock()
-	vm.bos = append(vm.bos, bo)
+	if vm.closed {
+		vm.mu.Unlock()
+		return ErrClosed
+	}
 	var fences []*fence.Fence
 	for _, st := range vm.queues {
 		fences = append(fences, st.pf.Fence)
 	}
 	vm.mu.Unlock()
-	return addBookkeep(ctx, bo, fences)
+	if err := addBookkeep(ctx, bo, fences); err != nil {
+		return err
+	}
+	vm.mu.Lock()
+	vm.bos = append(vm.bos, bo)
+	vm.mu.Unlock()
+	return nil
 }
 
+// addBookkeep locks bo and adds fences to it with Bookkeep usage, all or none:
+// the slots are reserved before the first fence goes in.
 func addBookkeep(ctx context.Context, bo *resv.Object, fences []*fence.Fence) error {
 	if len(fences) == 0 {
 		return nil
@@ -132,10 +147,24 @@ func addBookkeep(ctx context.Context, bo *resv.Object, fences []*fence.Fence) er
 }
 
 // AddQueue attaches an LR queue: it gets its first preempt fence in every
-// reservation object of the VM. Models xe_vm_add_compute_exec_queue().
+// reservation object of the VM. Every object is locked, and a slot reserved in
+// each, before the queue joins, so a call that gives up (ctx ends while an
+// object is locked by someone else) changes nothing. Models
+// xe_vm_add_compute_exec_queue().
 func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 	vm.lock.Lock()
 	defer vm.lock.Unlock()
+	if vm.isClosed() {
+		return ErrClosed
+	}
+	objs := vm.objects()
+	e := resv.NewExec(0, vm.checker)
+	defer e.Fini()
+	if err := e.Run(ctx, func(ctx context.Context) error {
+		return e.PrepareAll(ctx, objs, 1)
+	}); err != nil {
+		return err
+	}
 	vm.mu.Lock()
 	if vm.closed {
 		vm.mu.Unlock()
@@ -157,15 +186,24 @@ func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 		}
 	}
 	vm.mu.Unlock()
-	for _, bo := range vm.objects() {
-		if err := addBookkeep(ctx, bo, []*fence.Fence{pf.Fence}); err != nil {
-			return err
+	for _, bo := range objs {
+		// Cannot fail: bo is locked and its slot reserved, and a preempt fence is
+		// an ordinary fence.
+		if err := bo.AddFence(pf.Fence, resv.Bookkeep); err != nil {
+			panic(fmt.Sprintf("lr: adding a preempt fence to a reserved object: %v", err))
 		}
 	}
+	e.Fini() // before triggering: the preempt path locks nothing here, but waiters may
 	if inFlight {
 		pf.EnableSignaling()
 	}
 	return nil
+}
+
+func (vm *VM) isClosed() bool {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.closed
 }
 
 // PreemptFence returns q's current preempt fence in this VM, or nil.

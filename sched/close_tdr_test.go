@@ -3,7 +3,9 @@ package sched_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -157,5 +159,159 @@ func TestTimeoutSkipsAJobThatAlreadyCompleted(t *testing.T) {
 		require.Equal(t, 1, freed)
 		mu.Unlock()
 		e.Kill()
+	})
+}
+
+// Close never frees a job before its finished fence signalled, even when the job's
+// completion is running in the hardware fence's callback as Close looks at it: the
+// job is marked done before its finished fence signals, and Close must wait that
+// window out, as drm_sched_stop waits on the finished fence before it frees. A
+// tracer that blocks on the job's done event (against the Tracer contract) holds
+// the completion inside that window.
+func TestCloseWaitsForACompletionInProgress(t *testing.T) {
+	chk := lockdeptest.New(t)
+	hw := fence.NewContext("test", "hw", fence.WithChecker(chk))
+	ran := make(chan *fence.Fence, 1)
+	inDone, release := make(chan struct{}), make(chan struct{})
+	var canceledEarly, freedUnsignalled atomic.Bool
+	s, err := sched.New(sched.Config{
+		Name: "close", CreditLimit: 8, Checker: chk,
+		Tracer: sched.TracerFunc(func(e sched.Event) {
+			if e.Kind == sched.EventDone {
+				close(inDone)
+				<-release
+			}
+		}),
+		Ops: sched.Ops{
+			RunJob: func(*sched.Job) (*fence.Fence, error) {
+				f := hw.Next()
+				ran <- f
+				return f, nil
+			},
+			TimedOutJob: func(*sched.Job) sched.Status { return sched.StatusReset },
+			CancelJob: func(j *sched.Job) {
+				select {
+				case <-release:
+				default:
+					canceledEarly.Store(true) // Close went past the job while it completed
+				}
+			},
+			FreeJob: func(j *sched.Job) {
+				if !j.Finished().IsSignaled() {
+					freedUnsignalled.Store(true)
+				}
+			},
+		},
+	})
+	require.NoError(t, err)
+	e, err := s.NewEntity(sched.PriorityNormal)
+	require.NoError(t, err)
+	j, err := e.NewJob(1, nil)
+	require.NoError(t, err)
+	require.NoError(t, j.Arm())
+	require.NoError(t, j.Push())
+	hwf := <-ran
+	signalled := make(chan error)
+	go func() { signalled <- hwf.Signal() }() // the hardware completes the job
+	<-inDone
+
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	// Give a Close that does not wait every chance to run ahead; one that waits
+	// spins on the hardware fence's lock until release.
+	for i := 0; i < 10_000 && !canceledEarly.Load(); i++ {
+		runtime.Gosched()
+	}
+	close(release)
+	<-closed
+	require.NoError(t, <-signalled)
+	require.False(t, canceledEarly.Load(), "Close went on while a job's completion was running")
+	require.False(t, freedUnsignalled.Load(), "FreeJob ran before the finished fence signalled")
+	require.True(t, j.Finished().IsSignaled())
+	require.NoError(t, e.Destroy(context.Background()))
+}
+
+// Score is what drm_sched_pick_best compares: the entities on the scheduler's run
+// queue, idle ones included (from an entity's first push there until it is killed
+// or moves away), plus the jobs pushed and not yet completed. An idle entity moves
+// to the scheduler with the lowest score when it arms its next job.
+func TestScoreCountsEntitiesAndJobsNotDone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		chk := lockdeptest.New(t)
+		a := schedtest.New(t, schedtest.Config{Name: "a", Checker: chk})
+		b := schedtest.New(t, schedtest.Config{Name: "b", Checker: chk})
+		scores := func() [2]int64 { return [2]int64{a.Sched.Score(), b.Sched.Score()} }
+		lb, err := sched.NewEntity(sched.PriorityNormal, a.Sched, b.Sched)
+		require.NoError(t, err)
+		pinned := a.NewEntity(t, sched.PriorityNormal)
+		require.Equal(t, [2]int64{0, 0}, scores(), "entities that never pushed do not count")
+
+		require.NoError(t, a.NewJob(t, lb).Submit()) // hangs on a until Advance
+		synctest.Wait()
+		require.Same(t, a.Sched, lb.Scheduler(), "ties go to the first scheduler")
+		require.Equal(t, [2]int64{2, 0}, scores(), "the entity and its job")
+
+		require.Equal(t, 1, a.Advance(1))
+		synctest.Wait()
+		require.Equal(t, [2]int64{1, 0}, scores(), "an idle entity stays on the run queue")
+
+		for range 2 {
+			require.NoError(t, a.NewJob(t, pinned).Submit())
+		}
+		synctest.Wait()
+		require.Equal(t, [2]int64{4, 0}, scores())
+
+		// lb is idle: its next job moves it to b, the lower score, and a loses it.
+		moved := a.NewJob(t, lb)
+		require.NoError(t, moved.Submit())
+		synctest.Wait()
+		require.Same(t, b.Sched, lb.Scheduler())
+		require.Equal(t, [2]int64{3, 2}, scores())
+
+		require.Equal(t, 1, b.Advance(1))
+		require.Equal(t, 2, a.Advance(2))
+		synctest.Wait()
+		require.Equal(t, [2]int64{1, 1}, scores())
+		require.NoError(t, lb.Destroy(context.Background()))
+		pinned.Kill()
+		require.Equal(t, [2]int64{0, 0}, scores(), "killed entities leave the run queue")
+	})
+}
+
+// An entity destroyed after its scheduler closed does not wait for a queue that
+// will never drain: drm_sched_fini stops every entity, so the flush returns (one
+// already waiting too), and the kill that follows completes the queued jobs.
+func TestDestroyAfterCloseKillsTheQueuedJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := schedtest.New(t, schedtest.Config{Checker: lockdeptest.New(t)})
+		e := r.NewEntity(t, sched.PriorityNormal)
+		dep := fence.NewContext("test", "dep").New(1) // never signals: the job stays queued
+		j := r.NewJob(t, e)
+		require.NoError(t, j.AddDependency(dep))
+		require.NoError(t, j.Submit())
+		synctest.Wait()
+
+		flushed := make(chan error)
+		go func() { flushed <- e.Flush(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-flushed:
+			t.Fatalf("Flush returned %v with a job queued", err)
+		default:
+		}
+
+		r.Sched.Close()
+		require.NoError(t, <-flushed, "a Flush waiting when the scheduler closed")
+		require.NoError(t, e.Destroy(context.Background()))
+		// Killed, it still completes after its dependency, as the kernel's
+		// drm_sched_entity_kill_jobs_cb waits for every dependency first.
+		require.False(t, j.Finished().IsSignaled())
+		require.NoError(t, dep.Signal())
+		synctest.Wait()
+		require.True(t, j.Finished().IsSignaled())
+		require.ErrorIs(t, j.Finished().Error(), sched.ErrSearch)
 	})
 }

@@ -51,6 +51,7 @@ type Entity struct {
 	depFence      *fence.Fence        // the pending dependency (run worker and its callback)
 	depCb         fence.Callback      // one pending dependency at a time
 	rq            rqState             // guarded by sched.mu
+	scored        bool                // counted in sched's score as an entity of its run queue; guarded by mu
 	stats         entityStats
 }
 
@@ -213,15 +214,41 @@ func (e *Entity) selectScheduler() {
 	cur.rq.remove(e)
 	cur.rqChanged()
 	cur.mu.Unlock()
+	e.unscoreLocked(cur)
 	e.sched.Store(best)
 }
 
-// Flush waits until the entity has no queued job (or was killed), or ctx ends.
-// Models drm_sched_entity_flush(); the kernel's "killed process" shortcut is Kill.
+// scoreLocked counts e in s's score as an entity of s's run queue, once: from its
+// first push there until it moves or is killed, as drm_sched_rq_add_entity counts
+// an entity it adds to rq->entities (an idle entity stays on that list).
+func (e *Entity) scoreLocked(s *Scheduler) {
+	if !e.scored {
+		e.scored = true
+		s.score.Add(1)
+	}
+}
+
+// unscoreLocked takes e out of s's score, as drm_sched_rq_remove_entity does.
+func (e *Entity) unscoreLocked(s *Scheduler) {
+	if e.scored {
+		e.scored = false
+		s.score.Add(-1)
+	}
+}
+
+// Flush waits until the entity has no queued job (or was killed, or its scheduler
+// closed), or ctx ends. Models drm_sched_entity_flush(); the kernel's "killed
+// process" shortcut is Kill. A closed scheduler runs nothing more, so waiting for
+// the queue to drain would never end: drm_sched_fini marks every entity of its run
+// queue stopped, which makes the flush return at once, and the kill that follows
+// (Destroy, Kill) completes the queued jobs.
 func (e *Entity) Flush(ctx context.Context) error {
 	for {
 		e.mu.Lock()
-		if e.queued.Load() == 0 || e.stopped.Load() {
+		// An entity with queued jobs does not move, so s stays its scheduler while
+		// this waits.
+		s := e.sched.Load()
+		if e.queued.Load() == 0 || e.stopped.Load() || s.closed.Load() {
 			e.mu.Unlock()
 			return nil
 		}
@@ -232,6 +259,7 @@ func (e *Entity) Flush(ctx context.Context) error {
 		e.mu.Unlock()
 		select {
 		case <-ch:
+		case <-s.stop:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -254,6 +282,7 @@ func (e *Entity) Kill() {
 	s.rq.remove(e)
 	s.rqChanged()
 	s.mu.Unlock()
+	e.unscoreLocked(s)
 	e.mu.Unlock()
 
 	e.popMu.Lock() // wait for the run worker to be done with this entity

@@ -291,6 +291,7 @@ func (j *Job) Push() error {
 	// callback puts it back), and the run work goes on until the queue is empty.
 	first := e.push(j, submitTS)
 	if first {
+		e.scoreLocked(s)
 		s.mu.Lock()
 		if !e.waiting {
 			s.rq.add(e, submitTS, e.avgNs(), s.avgJobNs.Load())

@@ -78,7 +78,7 @@ type Scheduler struct {
 	cfg     Config
 	checker *lockdep.Checker
 
-	score    atomic.Int64  // load-balancing score: entities on the rq plus queued jobs
+	score    atomic.Int64  // load-balancing score: entities on the rq plus jobs not completed (see Score)
 	credits  atomic.Int64  // credits charged (kept outside mu: completions run in fence callbacks)
 	closed   atomic.Bool   // Close was called: Push refuses
 	paused   atomic.Bool   // pause_submit: work items do nothing
@@ -153,8 +153,11 @@ func (s *Scheduler) CreditLimit() uint32 { return s.cfg.CreditLimit }
 // Credits returns the credits of the jobs on the hardware now.
 func (s *Scheduler) Credits() int64 { return s.credits.Load() }
 
-// Score returns the load-balancing score (entities on the run queue plus queued
-// jobs), the figure drm_sched_pick_best compares.
+// Score returns the load-balancing score, the figure drm_sched_pick_best
+// compares: the entities on the scheduler's run queue (from an entity's first
+// push there until it is killed or moves to another scheduler; an idle entity
+// still counts, as it stays on rq->entities) plus the jobs pushed and not yet
+// completed. Models drm_gpu_scheduler's score.
 func (s *Scheduler) Score() int64 { return s.score.Load() }
 
 // IsStopped reports whether submission is paused (Stop or WQueueStop). Models
@@ -505,8 +508,11 @@ func ewma(avg, v int64) int64 {
 // Close stops the scheduler: it pauses submission, stops and joins its goroutines,
 // asks the driver to cancel each job still on the hardware (CancelJob, newest
 // first), completes any that still did not finish with ErrCanceled, and frees them.
-// Entities must be destroyed by their owners first; a job pushed later is refused.
-// Models drm_sched_fini(), which warns and leaks where this completes and frees.
+// Entities should be destroyed by their owners first; a job pushed later is
+// refused, and an entity destroyed later does not wait (its flush returns at once,
+// as drm_sched_fini stops every entity of its run queue): its queued jobs are
+// killed. Models drm_sched_fini(), which warns and leaks where this completes and
+// frees.
 func (s *Scheduler) Close() {
 	if !s.closed.CompareAndSwap(false, true) {
 		return
@@ -521,11 +527,18 @@ func (s *Scheduler) Close() {
 	// Detach the jobs from their hardware fences first, so that the driver's
 	// cancellations (newest first, as drm_sched_fini calls cancel_job) cannot
 	// complete one entity's jobs out of seqno order; then complete them oldest first.
+	// RemoveCallback is called even for a job already marked done: a completion
+	// still running in the hardware fence's callback has marked the job done but
+	// may not have signalled its finished fence yet, and RemoveCallback returns
+	// only once that callback has finished, so no job is freed before its
+	// finished fence signalled (drm_sched_stop waits on the finished fence for
+	// the same reason).
 	detached := make([]bool, len(jobs))
 	for i, j := range jobs {
-		if !j.done.Load() {
-			p := j.Parent()
-			detached[i] = p == nil || p.RemoveCallback(&j.hwCb)
+		if p := j.Parent(); p != nil {
+			detached[i] = p.RemoveCallback(&j.hwCb)
+		} else {
+			detached[i] = !j.done.Load() // RunJob not called, or Stop detached it
 		}
 	}
 	if cancel := s.cfg.Ops.CancelJob; cancel != nil {

@@ -13,7 +13,8 @@ import (
 	"github.com/gpusync/gpusync/sched"
 )
 
-// QueueOps are the driver's hooks for an LR queue.
+// QueueOps are the driver's hooks for an LR queue. Models the suspend, suspend_wait
+// and resume members of Xe's struct xe_exec_queue_ops, plus running a job.
 type QueueOps struct {
 	// Run writes the job to the ring; the hardware then runs it for as long as it
 	// takes, and the driver calls Job.Complete when it finished. Run is called from
@@ -29,7 +30,8 @@ type QueueOps struct {
 	Resume func(q *Queue)
 }
 
-// QueueConfig describes an LR queue.
+// QueueConfig describes an LR queue: what xe_exec_queue_create() is given for a
+// queue on a VM in LR mode.
 type QueueConfig struct {
 	Name string
 	// RingSize is how many jobs fit in the ring at once. A push beyond it waits
@@ -65,7 +67,8 @@ type Queue struct {
 	closed   bool
 }
 
-// A Job is one LR submission.
+// A Job is one LR submission. Models struct xe_sched_job on a long-running queue,
+// whose fence is an LR completion fence rather than a dma_fence.
 type Job struct {
 	*sched.Job
 	// Data is the payload given to Push.
@@ -78,7 +81,8 @@ type Job struct {
 
 // NewQueue makes an LR queue with its own scheduler (the 1:1 mode). Its
 // scheduler's timeout is off: LR work may run forever; errors are cleaned up by
-// Fail.
+// Fail. Models xe_exec_queue_create() for a VM in LR mode, with its
+// xe_gpu_scheduler.
 func NewQueue(cfg QueueConfig) (*Queue, error) {
 	if cfg.RingSize <= 0 || cfg.Ops.Run == nil {
 		return nil, fmt.Errorf("%w: an LR queue needs a ring size and a Run hook", sched.ErrInvalid)
@@ -234,6 +238,8 @@ func (j *Job) Queue() *Queue { return j.q }
 
 // Complete signals the job's LR fence (with err, if any) and frees its ring slot.
 // The driver calls it when the hardware finished the job; later calls do nothing.
+// Models the completion of an LR job's hardware fence (xe_hw_fence signalled
+// from the ring's interrupt).
 func (j *Job) Complete(err error) {
 	j.once.Do(func() {
 		q := j.q
@@ -271,7 +277,8 @@ func (q *Queue) Fail(err error) {
 }
 
 // Close bans the queue with ErrClosed, completing what is in flight with it, and
-// stops its scheduler.
+// stops its scheduler. Models xe_exec_queue_kill() followed by the queue's
+// final put.
 func (q *Queue) Close() {
 	q.mu.Lock()
 	if q.closed {

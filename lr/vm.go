@@ -17,7 +17,8 @@ import (
 // take it; lockdep checks that.
 var vmLockClass = lockdep.NewClass("lr.vm.lock")
 
-// VMOps are the driver's hooks for a VM.
+// VMOps are the driver's hooks for a VM: the buffer validation that Xe's
+// preempt_rebind_work_func() does (xe_vm_validate_rebind(), xe_bo_validate()).
 type VMOps struct {
 	// Revalidate makes an evicted buffer resident again before the queues resume.
 	// It runs in the rebind worker with every reservation locked.
@@ -62,6 +63,7 @@ type queueState struct {
 }
 
 // NewVM makes a VM with its own reservation object and starts its workers.
+// Models xe_vm_create() with XE_VM_FLAG_LR_MODE.
 func NewVM(ops VMOps, checker *lockdep.Checker) *VM {
 	vm := &VM{
 		Resv:     resv.NewObject(checker),
@@ -416,7 +418,7 @@ func (vm *VM) banAll(err error) {
 // is banned (if it was not already): without the workers nobody else would signal
 // it, and external buffers outlive the VM, so a later eviction would wait for it
 // forever; banning the queue is what makes the signal true, since a banned queue
-// never runs again.
+// never runs again. Models xe_vm_close_and_put().
 func (vm *VM) Close() {
 	vm.mu.Lock()
 	if vm.closed {

@@ -350,7 +350,8 @@ func ewmaAdd(avg *atomic.Int64, v int64) {
 	}
 }
 
-// Stats is an entity's usage.
+// Stats is an entity's usage. Models struct drm_sched_entity_stats and the
+// drm-engine-* keys drivers print from it in fdinfo.
 type Stats struct {
 	Jobs    int64         // jobs completed (their finished fence signalled or is about to)
 	Errors  int64         // of those, completed with an error (one a driver set on the finished fence itself: counted just after the fence signalled)

@@ -29,7 +29,10 @@ func (k EventKind) String() string {
 	return "invalid"
 }
 
-// An Event is one scheduler trace record.
+// An Event is one scheduler trace record. Models the drm_sched tracepoints of
+// gpu_scheduler_trace.h (drm_sched_job_queue, drm_sched_job_add_dep,
+// drm_sched_job_run, drm_sched_job_done), plus a timeout event, which has no
+// tracepoint in the kernel.
 type Event struct {
 	Kind  EventKind
 	Time  time.Time
@@ -54,7 +57,8 @@ type Event struct {
 
 // A Tracer receives scheduler events. Trace is called synchronously from the
 // scheduler's goroutines and from fence callbacks: it must be quick, must not block,
-// and must be safe for concurrent use.
+// and must be safe for concurrent use. Models a probe attached to the drm_sched
+// tracepoints.
 type Tracer interface {
 	Trace(Event)
 }

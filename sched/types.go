@@ -50,7 +50,8 @@ func (s Status) String() string {
 	return "invalid"
 }
 
-// Policy is how a scheduler picks the next entity.
+// Policy is how a scheduler picks the next entity. Models enum drm_sched_policy
+// (the kernel's fair policy, and the older round robin and FIFO).
 type Policy uint8
 
 const (

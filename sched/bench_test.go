@@ -241,13 +241,13 @@ func BenchmarkJobPipeline(b *testing.B) {
 // sched.Job is (320 bytes on 64-bit platforms) so that allocating one costs the
 // same.
 type floorJob struct {
-	payload   any
-	deps      []*fence.Fence
+	_         any            // the driver's payload
+	_         []*fence.Fence // dependencies
 	scheduled fence.Fence
 	finished  fence.Fence
 	parent    *fence.Fence
-	hwCb      fence.Callback
-	_         [10]uint64 // the rest of sched.Job: queue link, clock readings, state
+	_         fence.Callback // on the hardware fence
+	_         [10]uint64     // the rest of sched.Job: queue link, clock readings, state
 }
 
 // busyRing is a scheduler whose entities all have queued work, all the time: a

@@ -16,8 +16,9 @@ import (
 //
 // A Checker must not be copied. All its methods are safe for concurrent use.
 type Checker struct {
-	on        atomic.Bool
-	gen       atomic.Uint64 // bumped by Enable, Disable and Reset: held stacks of older generations are stale
+	on        atomic.Bool   // written under onMu once the checker is shared, read without it
+	gen       atomic.Uint64 // bumped by Reset and by a real Enable or Disable: held stacks of older generations are stale
+	onMu      sync.Mutex    // serialises Enable and Disable, so that on and gen change together
 	handler   atomic.Pointer[Handler]
 	strict    atomic.Bool
 	reportAll atomic.Bool
@@ -102,16 +103,35 @@ func (c *Checker) SetStrictSignalling(on bool) { c.strict.Store(on) }
 func (c *Checker) SetReportAll(on bool) { c.reportAll.Store(on) }
 
 // Enable turns checking on. Locks taken while checking was off are unknown to
-// the checker; releasing them later is not reported.
+// the checker; releasing them later is not reported. Enabling a checker that is
+// already on changes nothing: what each goroutine holds is kept. The kernel has no
+// counterpart: once debug_locks is off it stays off.
 func (c *Checker) Enable() {
+	c.onMu.Lock()
+	defer c.onMu.Unlock()
+	if c.on.Load() {
+		// A new generation would forget every held lock while they are still
+		// held: a later inversion against them would go unseen.
+		return
+	}
+	// Bump before switching on, so that an annotation that sees checking on also
+	// sees the new generation and drops a stack left from before the Disable.
 	c.gen.Add(1)
 	c.on.Store(true)
 }
 
 // Disable turns checking off. While off, an annotation costs one atomic load.
-// Models debug_locks_off(), but reversible.
+// Disabling a checker that is already off changes nothing. Models
+// debug_locks_off(), but reversible.
 func (c *Checker) Disable() {
+	c.onMu.Lock()
+	defer c.onMu.Unlock()
+	if !c.on.Load() {
+		return
+	}
 	c.on.Store(false)
+	// Annotations already past their check of on may still record into the old
+	// generation; the bump makes whatever they leave stale.
 	c.gen.Add(1)
 }
 

@@ -46,7 +46,7 @@ func (c *Checker) acquireToken(m *Map, cls *Class, mode Mode, flags uint8, nest 
 		}
 		t = c.task()
 	}
-	m.gen.Store(t.gen)
+	m.gen.Store(t.gen + 1) // see Map.gen: 0 is kept for never taken
 	t.held = append(t.held, h)
 }
 
@@ -188,7 +188,9 @@ func (c *Checker) release(m *Map, cls *Class) {
 	if i < 0 {
 		gen := t.gen
 		c.idle(t)
-		if m.gen.Load() == gen {
+		// Report unless the last acquisition was in an older generation, which
+		// forgot it (see Map.gen).
+		if g := m.gen.Load(); g == 0 || g == gen+1 {
 			var p pending
 			c.reportBadUnlock(t, cls, &p)
 			c.deliver(p.reps, p.keys)

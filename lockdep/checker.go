@@ -103,7 +103,9 @@ func (c *Checker) SetStrictSignalling(on bool) { c.strict.Store(on) }
 func (c *Checker) SetReportAll(on bool) { c.reportAll.Store(on) }
 
 // Enable turns checking on. Locks taken while checking was off are unknown to
-// the checker; releasing them later is not reported. Enabling a checker that is
+// the checker; releasing them later is not reported, with one exception: a lock
+// that was only ever taken while checking was off cannot be told from one never
+// taken, and its release is reported (KindBadUnlock). Enabling a checker that is
 // already on changes nothing: what each goroutine holds is kept. The kernel has no
 // counterpart: once debug_locks is off it stays off.
 func (c *Checker) Enable() {

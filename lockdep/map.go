@@ -46,9 +46,13 @@ type Map struct {
 	// Checker receives the annotations; nil means Default.
 	Checker *Checker
 
-	// gen is the checker generation of the last acquisition, so that a release of
-	// an acquisition the checker never saw (taken while checking was off, or before
-	// a Reset) is ignored instead of reported.
+	// gen is 1 + the checker generation of the last acquisition the checker saw,
+	// or 0 if it saw none. A release of a lock not held is reported when gen is 0
+	// (never taken) or current, and ignored when it is older: a Disable, Enable or
+	// Reset since then forgot that acquisition, and any later one was made while
+	// checking was off.
+	// Storing the generation itself would make a never-taken lock look taken in
+	// generation 0, and its release would go unreported after the first Reset.
 	gen atomic.Uint64
 }
 

@@ -109,9 +109,9 @@ func (c *Class) String() string { return "(" + c.Name() + ")" }
 // The well-known classes of the kernel's memory-management and fence code. They are
 // global like any class; Checker.Prime teaches a checker their canonical order.
 var (
-	// FenceSignalling is dma_fence_map, the pseudo-lock held (recursive-read) for the
-	// length of a fence signalling critical section and acquired exclusively by
-	// every fence wait.
+	// FenceSignalling is dma_fence_map, the pseudo-lock read-held (a non-recursive
+	// read trylock) for the length of a fence signalling critical section and
+	// acquired exclusively by every fence wait.
 	FenceSignalling = NewClass("dma_fence_map")
 	// FSReclaim is __fs_reclaim_map: held by reclaim, acquired and released by
 	// every allocation that may enter reclaim.

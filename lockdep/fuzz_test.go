@@ -148,7 +148,7 @@ func FuzzAnnotationSequences(f *testing.F) {
 						} else {
 							sections++
 							st.section, rec.section = sections, sections
-							st.held = append(st.held, fuzzEntry{m: -1, mode: lockdep.RecursiveRead, try: true})
+							st.held = append(st.held, fuzzEntry{m: -1, mode: lockdep.Shared, try: true})
 						}
 						cookies = append(cookies, rec)
 						quiet = true

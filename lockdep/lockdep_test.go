@@ -795,7 +795,7 @@ func TestNestedBeginSignallingIsFree(t *testing.T) {
 	innermost := c.BeginSignalling()
 	held := c.Held()
 	require.Len(t, held, 1, "nested sections take the fence map once")
-	assert.Equal(t, lockdep.LockInfo{Class: "dma_fence_map", Mode: lockdep.RecursiveRead, Try: true}, lockdep.LockInfo{Class: held[0].Class, Mode: held[0].Mode, Try: held[0].Try})
+	assert.Equal(t, lockdep.LockInfo{Class: "dma_fence_map", Mode: lockdep.Shared, Try: true}, lockdep.LockInfo{Class: held[0].Class, Mode: held[0].Mode, Try: held[0].Try})
 	c.EndSignalling(innermost)
 	c.EndSignalling(inner)
 	assert.True(t, c.InSignalling())

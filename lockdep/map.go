@@ -10,12 +10,12 @@ type Mode uint8
 const (
 	// Exclusive is a writer: mutex_lock, down_write, write_lock (read = 0).
 	Exclusive Mode = iota
-	// Shared is a non-recursive reader: down_read, RWMutex.RLock. A second Shared
+	// Shared is a non-recursive reader: down_read, RWMutex.RLock, and the
+	// dma_fence_map held by signalling sections (a trylock there). A second Shared
 	// acquisition of a class already read-held is reported, because a queued writer
 	// would block it (read = 1).
 	Shared
-	// RecursiveRead is a reader that may nest: read_lock in the kernel, and the
-	// dma_fence_map held by signalling sections (read = 2).
+	// RecursiveRead is a reader that may nest: read_lock in the kernel (read = 2).
 	RecursiveRead
 )
 

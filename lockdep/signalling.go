@@ -23,8 +23,12 @@ const (
 // that someone holds while waiting on a fence, or allocating memory that may reclaim,
 // is reported. Sections nest; end each with EndSignalling and the cookie it returned.
 //
-// Models dma_fence_begin_signalling(): a recursive-read trylock of dma_fence_map.
-// The kernel also returns early in atomic context; goroutines have none.
+// Models dma_fence_begin_signalling(): a successful non-recursive read trylock of
+// dma_fence_map (lock_acquire with trylock = 1, read = 1), taken only by the
+// outermost section; nested ones find it read-held and take nothing, as the
+// kernel's lock_is_held_type check does. A trylock, because beginning a section
+// never blocks: locks held around it gain no dependency on the map. The kernel
+// also returns early in atomic context; goroutines have none.
 func (c *Checker) BeginSignalling() Cookie {
 	if !c.on.Load() {
 		return Cookie{kind: cookieOff}
@@ -37,7 +41,7 @@ func (c *Checker) BeginSignalling() Cookie {
 	gid, gen := t.id, t.gen
 	c.idle(t)
 	tok := c.tokens.Add(1)
-	c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, tok)
+	c.acquireToken(&c.fenceMap, c.fenceMap.Class, Shared, flagTry, nil, tok)
 	return Cookie{kind: cookieOuter, token: tok, gid: gid, gen: gen}
 }
 
@@ -85,7 +89,7 @@ func (c *Checker) EndSignalling(ck Cookie) {
 	}
 	var p pending
 	r := c.newReport(KindBadSignalling, t.held, t.id)
-	r.Lock = &LockInfo{Class: FenceSignalling.Name(), Mode: RecursiveRead}
+	r.Lock = &LockInfo{Class: FenceSignalling.Name(), Mode: Shared}
 	r.Detail = why
 	p.add(r, reportKey{KindBadSignalling, sitePC(r.Stack), 0})
 	c.idle(t)
@@ -133,7 +137,7 @@ func (c *Checker) MightWaitFence() {
 		// the checker off or reset it, which forgot the section.
 		defer func() {
 			if c.on.Load() && c.gen.Load() == gen {
-				c.acquireToken(&c.fenceMap, c.fenceMap.Class, RecursiveRead, flagTry, nil, token)
+				c.acquireToken(&c.fenceMap, c.fenceMap.Class, Shared, flagTry, nil, token)
 			}
 		}()
 	}

@@ -14,6 +14,9 @@ import (
 // graph and handler makes a Checker with NewChecker (or lockdeptest.New) and hands
 // it to the objects under test.
 //
+// Models the state of the kernel's lockdep: the class dependency graph, the
+// lock_chains cache, every task's held_locks, and where splats go.
+//
 // A Checker must not be copied. All its methods are safe for concurrent use.
 type Checker struct {
 	on        atomic.Bool   // written under onMu once the checker is shared, read without it
@@ -47,29 +50,35 @@ type reportKey struct {
 	a, b uint64
 }
 
-// An Option configures a Checker made by NewChecker.
+// An Option configures a Checker made by NewChecker. The kernel has no counterpart:
+// its lockdep is configured when it is built (CONFIG_PROVE_LOCKING and friends).
 type Option func(*Checker)
 
 // WithHandler sets the handler reports go to. The default logs to standard error.
+// The kernel has no counterpart: it always prints to the console.
 func WithHandler(h Handler) Option { return func(c *Checker) { c.SetHandler(h) } }
 
 // StrictSignalling makes a dma fence wait inside a signalling section a report
 // (KindFenceWaitInSignalling). The kernel drops the section's read hold around the
-// wait annotation and so does not report it; off by default to match.
+// wait annotation and so does not report it; off by default to match. The kernel
+// has no such option.
 func StrictSignalling() Option { return func(c *Checker) { c.strict.Store(true) } }
 
-// ReportAll delivers every occurrence of a problem instead of the first only.
+// ReportAll delivers every occurrence of a problem instead of the first only. The
+// kernel has no counterpart: it reports its first problem and turns itself off.
 func ReportAll() Option { return func(c *Checker) { c.reportAll.Store(true) } }
 
-// Off makes the checker start disabled (see Enable).
+// Off makes the checker start disabled (see Enable). The kernel has no
+// counterpart: its debug_locks starts on.
 func Off() Option { return func(c *Checker) { c.on.Store(false) } }
 
 // Default is the checker that annotations without an explicit Checker go to. It is
 // enabled and logs reports to standard error, as the kernel's lockdep prints to the
-// console; it is not primed (see Prime).
+// console; it is not primed (see Prime). Models the kernel's one, global lockdep.
 var Default = NewChecker()
 
 // NewChecker returns an enabled checker with an empty graph, configured by opts.
+// The kernel has no counterpart: it has one lockdep, set up at boot.
 func NewChecker(opts ...Option) *Checker {
 	c := &Checker{reported: make(map[reportKey]bool)}
 	c.fenceMap = Map{Class: FenceSignalling, Checker: c}
@@ -86,7 +95,8 @@ func NewChecker(opts ...Option) *Checker {
 	return c
 }
 
-// SetHandler replaces the handler. A nil handler drops reports.
+// SetHandler replaces the handler. A nil handler drops reports. The kernel has no
+// counterpart: it always prints to the console.
 func (c *Checker) SetHandler(h Handler) {
 	if h == nil {
 		h = func(*Report) {}
@@ -95,11 +105,12 @@ func (c *Checker) SetHandler(h Handler) {
 }
 
 // SetStrictSignalling turns the strict fence-wait check on or off (see
-// StrictSignalling).
+// StrictSignalling). The kernel has no such option.
 func (c *Checker) SetStrictSignalling(on bool) { c.strict.Store(on) }
 
 // SetReportAll chooses between reporting each distinct problem once (false, the
-// default) and every time it happens.
+// default) and every time it happens. The kernel has no counterpart (see
+// ReportAll).
 func (c *Checker) SetReportAll(on bool) { c.reportAll.Store(on) }
 
 // Enable turns checking on. Locks taken while checking was off are unknown to
@@ -137,12 +148,14 @@ func (c *Checker) Disable() {
 	c.gen.Add(1)
 }
 
-// Enabled reports whether checking is on.
+// Enabled reports whether checking is on. Models reading debug_locks.
 func (c *Checker) Enabled() bool { return c.on.Load() }
 
 // Reset forgets everything learned: the graph, the chain cache, which problems
 // were reported, and what every goroutine holds. For tests; the handler and options
-// stay.
+// stay. Models lockdep_reset(), which the kernel's locking self-tests call between
+// cases, and goes further: lockdep_reset() empties the chain cache and the calling
+// task's held locks, but keeps the graph and the other tasks' locks.
 func (c *Checker) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -154,7 +167,9 @@ func (c *Checker) Reset() {
 	c.gen.Add(1)
 }
 
-// Stats describes the size of what a checker has learned.
+// Stats describes the size of what a checker has learned. Models three of the
+// counts /proc/lockdep_stats prints: lock-classes, direct dependencies and
+// dependency chains.
 type Stats struct {
 	Classes int // classes with a node in the graph
 	Edges   int // dependencies
@@ -176,7 +191,8 @@ func (c *Checker) Stats() Stats {
 }
 
 // HasDependency reports whether the graph holds the dependency from -> to: to was
-// taken while from was held (or the order was primed).
+// taken while from was held (or the order was primed). Models looking up from's
+// locks_after list, which /proc/lockdep prints.
 func (c *Checker) HasDependency(from, to *Class) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -24,7 +24,8 @@ type Class struct {
 	subs  [MaxSubclasses]*Class // guarded by subMu; lazily made subclasses
 }
 
-// ClassFlag marks properties of a class that the GPU rules look at.
+// ClassFlag marks properties of a class that the GPU rules look at. The kernel has
+// no counterpart: its lock classes carry no such marks.
 type ClassFlag uint8
 
 const (
@@ -70,7 +71,8 @@ func register(c *Class) {
 // code take two locks of one class in a fixed order (parent then child) without a
 // recursion report, as mutex_lock_nested(lock, SINGLE_DEPTH_NESTING) does.
 // Subclass(0) is c itself. It panics if n is outside [0, MaxSubclasses), a
-// programming error the kernel also treats as a bug.
+// programming error the kernel also treats as a bug. Models the subclass argument
+// of lock_acquire(), a separate lock_class per (key, subclass).
 func (c *Class) Subclass(n int) *Class {
 	if c.base != nil {
 		c = c.base
@@ -92,7 +94,7 @@ func (c *Class) Subclass(n int) *Class {
 	return s
 }
 
-// Name returns the name reports print for c.
+// Name returns the name reports print for c. Models lock_class.name.
 func (c *Class) Name() string {
 	if c == nil {
 		return "<nil class>"
@@ -100,10 +102,12 @@ func (c *Class) Name() string {
 	return c.name
 }
 
-// IsMM reports whether c is a memory-management class (see MM).
+// IsMM reports whether c is a memory-management class (see MM). The kernel has no
+// counterpart (see ClassFlag).
 func (c *Class) IsMM() bool { return c != nil && c.flags&MM != 0 }
 
-// String returns the class name in the kernel's report notation, "(name)".
+// String returns the class name in the kernel's report notation, "(name)". Models
+// print_lock_name(), without the usage bits.
 func (c *Class) String() string { return "(" + c.Name() + ")" }
 
 // The well-known classes of the kernel's memory-management and fence code. They are

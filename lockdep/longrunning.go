@@ -46,7 +46,8 @@ func (c *Checker) MightWaitLongRunning(what string) {
 
 // LongRunningInReservation reports (KindLRFenceInReservation) that a long-running
 // fence was offered to a reservation object. The reservation package calls it when
-// it refuses such a fence; what names the fence and the object.
+// it refuses such a fence; what names the fence and the object. The kernel has no
+// such check (see MightWaitLongRunning).
 func (c *Checker) LongRunningInReservation(what string) {
 	if !c.on.Load() {
 		return

@@ -2,9 +2,9 @@ package lockdep
 
 import "sync/atomic"
 
-// Mode is how a lock is acquired. The three modes follow the kernel's lock_acquire
-// read argument, and the dependency rules of lockdep-design.rst ("Recursive read
-// locks") apply to them.
+// Mode is how a lock is acquired. Models the read argument of lock_acquire(): the
+// three modes follow it, and the dependency rules of lockdep-design.rst
+// ("Recursive read locks") apply to them.
 type Mode uint8
 
 const (
@@ -19,6 +19,8 @@ const (
 	RecursiveRead
 )
 
+// String returns the short name reports print for m: W, R or RR. No kernel
+// counterpart.
 func (m Mode) String() string {
 	switch m {
 	case Exclusive:

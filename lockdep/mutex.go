@@ -3,8 +3,9 @@ package lockdep
 import "sync"
 
 // A Mutex is a sync.Mutex whose every use lockdep checks: a driver's own locks,
-// annotated with one line of setup. Set Class (and Checker, or leave it nil for
-// Default) before first use:
+// annotated with one line of setup. Models struct mutex built with
+// CONFIG_DEBUG_LOCK_ALLOC: the lock plus its dep_map. Set Class (and Checker, or
+// leave it nil for Default) before first use:
 //
 //	var ringClass = lockdep.NewClass("drv.ring.lock")
 //	r.mu = lockdep.Mutex{Class: ringClass}
@@ -66,14 +67,16 @@ func (m *Mutex) AssertHeld() {
 	}
 }
 
-// AssertNotHeld reports if this goroutine holds m.
+// AssertNotHeld reports if this goroutine holds m. Models
+// lockdep_assert_not_held().
 func (m *Mutex) AssertNotHeld() {
 	if c := m.checker(); c.on.Load() {
 		c.assertHeld(&m.dep, m.Class, false)
 	}
 }
 
-// An RWMutex is a sync.RWMutex checked by lockdep, set up as Mutex is. RLock is a
+// An RWMutex is a sync.RWMutex checked by lockdep, set up as Mutex is. Models
+// struct rw_semaphore with its dep_map. RLock is a
 // non-recursive read (Shared): like the kernel's rwsem, a goroutine that read-locks
 // twice can deadlock behind a waiting writer, and is reported.
 //
@@ -147,14 +150,16 @@ func (m *RWMutex) TryRLock() bool {
 	return true
 }
 
-// AssertHeld reports unless this goroutine holds m (in either mode).
+// AssertHeld reports unless this goroutine holds m (in either mode). Models
+// lockdep_assert_held().
 func (m *RWMutex) AssertHeld() {
 	if c := m.checker(); c.on.Load() {
 		c.assertHeld(&m.dep, m.Class, true)
 	}
 }
 
-// AssertNotHeld reports if this goroutine holds m.
+// AssertNotHeld reports if this goroutine holds m. Models
+// lockdep_assert_not_held().
 func (m *RWMutex) AssertNotHeld() {
 	if c := m.checker(); c.on.Load() {
 		c.assertHeld(&m.dep, m.Class, false)

@@ -58,7 +58,9 @@ func (c *Checker) BeginMMUNotifier() {
 	}
 }
 
-// EndMMUNotifier ends the section BeginMMUNotifier opened.
+// EndMMUNotifier ends the section BeginMMUNotifier opened. Without one it reports
+// KindBadUnlock. Models
+// lock_map_release(&__mmu_notifier_invalidate_range_start_map).
 func (c *Checker) EndMMUNotifier() {
 	if c.on.Load() {
 		c.release(&c.mmuMap, c.mmuMap.Class)

@@ -6,7 +6,9 @@ import (
 	"strings"
 )
 
-// Kind names the rule a Report is about.
+// Kind names the rule a Report is about. Models the choice among the kernel's
+// print_*_bug() splats (print_circular_bug(), print_deadlock_bug(), ...); the GPU
+// rules have kinds of their own.
 type Kind uint8
 
 const (
@@ -19,22 +21,29 @@ const (
 	// KindBadUnlock: a release of a lock this goroutine does not hold. The
 	// kernel's "bad unlock balance detected!".
 	KindBadUnlock
-	// KindNestNotHeld: an acquisition names a nest lock that is not held.
+	// KindNestNotHeld: an acquisition names a nest lock that is not held. The
+	// kernel's print_lock_nested_lock_not_held().
 	KindNestNotHeld
-	// KindAssert: AssertHeld or AssertNotHeld failed.
+	// KindAssert: AssertHeld or AssertNotHeld failed. The kernel's WARN_ON in
+	// lockdep_assert_held() and lockdep_assert_not_held().
 	KindAssert
-	// KindBadClass: a lock was annotated without a class.
+	// KindBadClass: a lock was annotated without a class. The kernel has no
+	// direct counterpart: a lockdep_map without a key is a WARN or a "trying to
+	// register non-static key" there.
 	KindBadClass
 	// KindBadSignalling: EndSignalling with a cookie that does not match an open
-	// section of this goroutine, or sections closed out of order.
+	// section of this goroutine, or sections closed out of order. The kernel has
+	// no such check: its cookie is a bool.
 	KindBadSignalling
 
 	// KindSignallingDeadlock (GPU rule e): a cycle through dma_fence_map: a lock
 	// taken inside a fence signalling section is elsewhere held while waiting on a
-	// fence, so the waiter and the signaller can block each other.
+	// fence, so the waiter and the signaller can block each other. The kernel
+	// reports it as a circular dependency.
 	KindSignallingDeadlock
 	// KindReclaimInSignalling (GPU rule d): an allocation that may enter reclaim
-	// inside a fence signalling section, while reclaim may wait on fences.
+	// inside a fence signalling section, while reclaim may wait on fences. The
+	// kernel reports it as a circular dependency through fs_reclaim.
 	KindReclaimInSignalling
 	// KindFenceWaitInSignalling (GPU rule c): a dma fence wait inside a signalling
 	// section. Reported only with strict signalling checks (see StrictSignalling):
@@ -42,16 +51,19 @@ const (
 	KindFenceWaitInSignalling
 	// KindLRWaitUnderMM (GPU rule a): a wait on a long-running fence while holding a
 	// memory-management lock, which eviction may need: the LR work may never finish.
+	// No kernel counterpart (see Checker.MightWaitLongRunning).
 	KindLRWaitUnderMM
 	// KindLRWaitInSignalling: a wait on a long-running fence inside a dma fence
 	// signalling section, which would make a dma fence depend on work that may never
-	// complete.
+	// complete. No kernel counterpart (see Checker.MightWaitLongRunning).
 	KindLRWaitInSignalling
 	// KindLRFenceInReservation (GPU rule b): a long-running fence attached to a
 	// reservation object, where every memory-management path would wait on it.
+	// No kernel counterpart (see Checker.LongRunningInReservation).
 	KindLRFenceInReservation
 	// KindFenceLeak: a fence that can no longer be signalled (the garbage
-	// collector reclaimed it) still had waiters or callbacks.
+	// collector reclaimed it) still had waiters or callbacks. No kernel
+	// counterpart (see Checker.FenceLeaked).
 	KindFenceLeak
 )
 
@@ -89,7 +101,8 @@ var kindNames = [...]string{
 	KindFenceLeak:             "fence-leak",
 }
 
-// String returns a short name for k, such as "circular".
+// String returns a short name for k, such as "circular". The kernel has no
+// counterpart: it names a splat only by its headline (see Title).
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
 		return kindNames[k]
@@ -98,7 +111,7 @@ func (k Kind) String() string {
 }
 
 // Title returns the headline a report of kind k prints, in the kernel's words where
-// the kernel has the report.
+// the kernel has the report. Models the headline of the kernel's splat.
 func (k Kind) Title() string {
 	if int(k) < len(kindTitles) && kindTitles[k] != "" {
 		return kindTitles[k]
@@ -106,7 +119,8 @@ func (k Kind) Title() string {
 	return k.String()
 }
 
-// LockInfo describes one lock in a report.
+// LockInfo describes one lock in a report. Models the fields of struct held_lock
+// a splat draws on: the class, the read and trylock bits, and acquire_ip.
 type LockInfo struct {
 	Class string
 	Mode  Mode
@@ -115,7 +129,8 @@ type LockInfo struct {
 }
 
 // A Link is one dependency edge of a chain: To was acquired while From was held,
-// first by goroutine Goroutine at Stack.
+// first by goroutine Goroutine at Stack. Models struct lock_list, one dependency
+// with the stack trace saved when it was added.
 type Link struct {
 	From, To  string
 	Goroutine int64
@@ -125,6 +140,7 @@ type Link struct {
 // A Report is one rule violation, with what is needed to understand it: the lock
 // involved, the other lock or the existing chain it conflicts with, the locks the
 // goroutine held, and where it was. String prints it like the kernel's splat.
+// Models a lockdep splat, as data.
 //
 // A *Report is an error, so a panicking handler's value can be recovered and
 // inspected with errors.As.
@@ -151,6 +167,7 @@ type Report struct {
 }
 
 // Error returns the report's headline, so that a *Report can travel as an error.
+// Models the first line of the kernel's splat.
 func (r *Report) Error() string {
 	s := "lockdep: " + r.Kind.Title()
 	if c := r.Cycle(); len(c) > 0 {
@@ -163,7 +180,8 @@ func (r *Report) Error() string {
 
 // Cycle returns the classes of a cycle report in dependency order, starting with
 // the held lock the new dependency leaves from: for an AB-BA where A was taken
-// after B, it returns [B A]. It returns nil for other reports.
+// after B, it returns [B A]. It returns nil for other reports. Models the class
+// list of the kernel's "the existing dependency chain (in reverse order) is" part.
 func (r *Report) Cycle() []string {
 	if r.New == nil {
 		return nil

@@ -97,6 +97,8 @@ func (c *Checker) EndSignalling(ck Cookie) {
 }
 
 // InSignalling reports whether the calling goroutine is inside a signalling section.
+// Models lock_is_held_type(&dma_fence_lockdep_map, 1), the check
+// dma_fence_begin_signalling() makes for nesting.
 func (c *Checker) InSignalling() bool {
 	if !c.on.Load() {
 		return false

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpusync/gpusync/fence"
@@ -84,4 +85,96 @@ func TestTimelineConcurrentIncSignalsInOrder(t *testing.T) {
 			require.Less(t, order[i-1], order[i], "points signalled out of order: %v", order)
 		}
 	}
+}
+
+// A callback that asks for a point while Inc is signalling gets the pending point
+// for that value, not a second fence born signalled ahead of it: the counter has
+// reached 2 when p1's callback runs, but p2 has not signalled yet. A point the
+// counter has reached that did not exist yet is signalled by the same Inc, after
+// the points below it, so the timeline's fences still signal in seqno order.
+func TestTimelinePointDuringIncReturnsThePendingPoint(t *testing.T) {
+	tl := fence.NewTimeline("tl", fence.WithChecker(lockdeptest.New(t)))
+	p1, p2 := tl.Point(1), tl.Point(2)
+	var order []uint64
+	record := func(f *fence.Fence, _ *fence.Callback) { order = append(order, f.Seqno()) }
+	var cb1, cb2, cb3 fence.Callback
+	var again, p3 *fence.Fence
+	require.NoError(t, p1.AddCallback(&cb1, func(f *fence.Fence, cb *fence.Callback) {
+		record(f, cb)
+		again = tl.Point(2)
+		p3 = tl.Point(3)
+		assert.False(t, p3.IsSignaled(), "point 3 is born behind the unsignalled point 2")
+		assert.NoError(t, p3.AddCallback(&cb3, record))
+	}))
+	require.NoError(t, p2.AddCallback(&cb2, record))
+
+	tl.Inc(3)
+	require.Same(t, p2, again, "the pending point 2 is returned, not duplicated")
+	require.True(t, p3.IsSignaled(), "the Inc that reached 3 signalled it")
+	require.Equal(t, []uint64{1, 2, 3}, order)
+}
+
+// The same race, between goroutines: while one Inc signals 64 points, another asks
+// for the last of them. Until that point has signalled it must get that point back;
+// a different fence is allowed only once the point has signalled.
+func TestTimelinePointRacingIncIsNotDuplicated(t *testing.T) {
+	chk := lockdeptest.New(t)
+	const n = 64
+	for range 200 {
+		tl := fence.NewTimeline("race", fence.WithChecker(chk))
+		var points [n + 1]*fence.Fence
+		var cbs [n + 1]fence.Callback
+		var order []uint64 // appended by the signalling goroutine only
+		for v := uint32(1); v <= n; v++ {
+			points[v] = tl.Point(v)
+			require.NoError(t, points[v].AddCallback(&cbs[v], func(f *fence.Fence, _ *fence.Callback) {
+				order = append(order, f.Seqno())
+			}))
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { tl.Inc(n) })
+		wg.Go(func() {
+			for {
+				q := tl.Point(n)
+				if q != points[n] {
+					assert.True(t, points[n].IsSignaled(), "Point(%d) made a new fence while the pending one was unsignalled", n)
+					return
+				}
+				if q.IsSignaled() {
+					return
+				}
+			}
+		})
+		wg.Wait()
+		require.Len(t, order, n)
+		for i := 1; i < len(order); i++ {
+			require.Less(t, order[i-1], order[i], "points signalled out of order: %v", order)
+		}
+	}
+}
+
+// Close drains the same way: a point its callbacks ask for is the pending one, or,
+// above the point being signalled, queues behind it and gets ErrNoEntry in order.
+func TestTimelinePointDuringCloseKeepsSeqnoOrder(t *testing.T) {
+	tl := fence.NewTimeline("tl", fence.WithChecker(lockdeptest.New(t)))
+	p1, p5 := tl.Point(1), tl.Point(5)
+	var order []uint64
+	record := func(f *fence.Fence, _ *fence.Callback) { order = append(order, f.Seqno()) }
+	var cb1, cb5, cb3 fence.Callback
+	var again, p3 *fence.Fence
+	require.NoError(t, p1.AddCallback(&cb1, func(f *fence.Fence, cb *fence.Callback) {
+		record(f, cb)
+		again = tl.Point(5)
+		p3 = tl.Point(3)
+		assert.NoError(t, p3.AddCallback(&cb3, record))
+	}))
+	require.NoError(t, p5.AddCallback(&cb5, record))
+
+	tl.Close()
+	require.Same(t, p5, again)
+	require.Equal(t, []uint64{1, 3, 5}, order)
+	for _, p := range []*fence.Fence{p1, p3, p5} {
+		require.ErrorIs(t, p.Error(), fence.ErrNoEntry)
+	}
+	require.ErrorIs(t, tl.Point(2).Error(), fence.ErrNoEntry, "born signalled after Close")
 }

@@ -11,16 +11,21 @@ import (
 // when the counter reaches their value. Tests and IGT use it to drive fences by hand.
 // Models sw_sync's struct sync_timeline and its ioctls.
 //
-// Invariants: value only grows; pending holds the unsignalled points, sorted by
-// value, each above the current value (wrap-aware, 32-bit, as sw_sync compares).
+// Invariants: value only grows; every point at or below signalled has signalled
+// (or is born signalled); Inc leaves signalled == value (Close may leave it above:
+// a closed timeline's points are born signalled whatever their value). pending
+// holds the points not yet signalled, sorted by value, each above signalled
+// (wrap-aware, 32-bit, as sw_sync compares); a point stays there until its signal
+// has returned, so that Point finds it even while Inc is signalling it.
 type Timeline struct {
 	ctx *Context
 
-	sigMu   sync.Mutex // held while Inc or Close signal points: one signaller at a time
-	mu      sync.Mutex
-	value   uint32   // guarded by mu
-	pending []*Fence // guarded by mu; sorted by seqno
-	closed  bool     // guarded by mu
+	sigMu     sync.Mutex // held while Inc or Close signal points: one signaller at a time
+	mu        sync.Mutex
+	value     uint32   // guarded by mu
+	signalled uint32   // guarded by mu; written only with sigMu held
+	pending   []*Fence // guarded by mu; sorted by seqno
+	closed    bool     // guarded by mu; written only with sigMu held
 }
 
 // NewTimeline returns a timeline at value 0 with its own fence context, which
@@ -41,30 +46,39 @@ func (t *Timeline) Value() uint32 {
 }
 
 // Point returns a fence that signals when the counter reaches value. A value already
-// reached gives a signalled fence; a pending point with the same value is returned
-// again rather than duplicated. Points ahead of the counter are the normal case. On a
-// closed timeline the point is returned signalled with ErrNoEntry. Models
-// SW_SYNC_IOC_CREATE_FENCE.
+// reached gives a signalled fence (or, while Inc is still signalling points below
+// it, one that Inc signals after them); a pending point with the same value is
+// returned again rather than duplicated, also while Inc is signalling it. Points
+// ahead of the counter are the normal case. On a closed timeline the point is
+// returned signalled with ErrNoEntry. Models SW_SYNC_IOC_CREATE_FENCE.
 func (t *Timeline) Point(value uint32) *Fence {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f := t.ctx.New(uint64(value))
-	if t.closed {
-		f.err = ErrNoEntry
-		f.flags.Or(flagEnableSignal)
-		_ = f.signalLocked(f.ctx.now())
-		return f
+	// Compared with signalled, not value: a point that Inc has reached but not yet
+	// signalled is still pending, and must be returned, not duplicated by a fence
+	// born signalled ahead of it.
+	later := seqnoLater(false, uint64(value), uint64(t.signalled))
+	i, found := 0, false
+	if later {
+		i, found = slices.BinarySearchFunc(t.pending, value, func(p *Fence, v uint32) int {
+			return cmp.Compare(uint32(p.seqno)-t.signalled, v-t.signalled)
+		})
 	}
-	if !seqnoLater(false, uint64(value), uint64(t.value)) {
-		f.flags.Or(flagEnableSignal)
-		_ = f.signalLocked(f.ctx.now())
-		return f
-	}
-	i, found := slices.BinarySearchFunc(t.pending, value, func(p *Fence, v uint32) int {
-		return cmp.Compare(int32(uint32(p.seqno)-t.value), int32(v-t.value))
-	})
 	if found {
 		return t.pending[i]
+	}
+	f := t.ctx.New(uint64(value))
+	// Born signalled: a value every point up to which has signalled, or any value on
+	// a closed timeline that Close has finished draining. While Close drains, a
+	// later value queues behind the point being signalled, as one ahead of an Inc
+	// does, so that the context's fences still signal in seqno order.
+	if !later || (t.closed && len(t.pending) == 0) {
+		if t.closed {
+			f.err = ErrNoEntry
+		}
+		f.flags.Or(flagEnableSignal)
+		_ = f.signalLocked(f.ctx.now())
+		return f
 	}
 	t.pending = slices.Insert(t.pending, i, f)
 	return f
@@ -72,8 +86,9 @@ func (t *Timeline) Point(value uint32) *Fence {
 
 // Inc advances the counter by n and signals, in value order, every point it
 // reaches. Their callbacks run in the calling goroutine, after the timeline's lock
-// is dropped, so a callback may create points; it must not Inc or Close the same
-// timeline (the kernel would deadlock on its timeline lock). Models SW_SYNC_IOC_INC.
+// is dropped, so a callback may create points (one the counter has reached is
+// signalled by this Inc, in order); it must not Inc or Close the same timeline
+// (the kernel would deadlock on its timeline lock). Models SW_SYNC_IOC_INC.
 func (t *Timeline) Inc(n uint32) {
 	// Points signal in value order even when two goroutines Inc at once: the
 	// kernel signals under the timeline lock; here sigMu orders the signalling
@@ -93,16 +108,35 @@ func (t *Timeline) Inc(n uint32) {
 // inc is one step of Inc, n <= INT_MAX. Models sync_timeline_signal().
 func (t *Timeline) inc(n uint32) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.value += n
-	i := 0
-	for i < len(t.pending) && !seqnoLater(false, t.pending[i].seqno, uint64(t.value)) {
-		i++
-	}
-	due := slices.Clone(t.pending[:i])
-	t.pending = slices.Delete(t.pending, 0, i)
-	t.mu.Unlock()
-	for _, f := range due {
+	t.drainLocked(nil)
+	t.signalled = t.value
+}
+
+// drainLocked signals the pending points in order: those the counter has reached,
+// or with err (Close) all of them, including those created meanwhile. It holds mu
+// on entry and on return but drops it around each signal, so that callbacks may
+// create points; sigMu keeps other signallers out. The kernel signals under the
+// timeline lock instead, which its callbacks may not take.
+func (t *Timeline) drainLocked(err error) {
+	for len(t.pending) > 0 {
+		f := t.pending[0]
+		if err == nil && seqnoLater(false, f.seqno, uint64(t.value)) {
+			return
+		}
+		// Every point below f has signalled: a point made now below it is born
+		// signalled (before f, in order); one at f's value is f; one above it is
+		// inserted after f and signalled by this loop. So f stays at index 0.
+		t.signalled = uint32(f.seqno) - 1
+		t.mu.Unlock()
+		if err != nil {
+			_ = f.SetError(err)
+		}
 		_ = f.Signal()
+		t.mu.Lock()
+		t.pending = slices.Delete(t.pending, 0, 1)
+		t.signalled = uint32(f.seqno)
 	}
 }
 
@@ -112,12 +146,7 @@ func (t *Timeline) Close() {
 	t.sigMu.Lock()
 	defer t.sigMu.Unlock()
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.closed = true
-	due := t.pending
-	t.pending = nil
-	t.mu.Unlock()
-	for _, f := range due {
-		_ = f.SetError(ErrNoEntry)
-		_ = f.Signal()
-	}
+	t.drainLocked(ErrNoEntry)
 }

@@ -76,13 +76,21 @@ func AsArray(f *Fence) *Array {
 func (a *Array) Fences() []*Fence { return a.fences }
 
 // enableSignaling runs with a.Fence's lock held: it queues a callback on every fence,
-// counting those already signalled. Returning false signals the array at once.
+// counting those already signalled, and stops once the array is complete, as
+// dma_fence_array_enable_signaling() returns when its count reaches zero: a
+// callback queued after that would be dead, and would make an innocent fence look
+// leaked when dropped (and LeakCheck count it as waited on). The kernel stops only
+// on its own decrement; here also when a callback already queued completed the
+// array meanwhile, for the same reason. Returning false signals the array at once.
 func (a *Array) enableSignaling() bool {
 	a.enabling.Store(true)
 	for i, f := range a.fences {
 		if err := f.addCallback(&a.cbs[i], a.entrySignalled); err != nil {
 			a.recordError(f.Error())
 			a.pending.Add(-1)
+		}
+		if a.pending.Load() <= 0 {
+			break // <= 0: with signal-on-any, callbacks go on counting below zero
 		}
 	}
 	// Whoever sees the count at zero after this store signals: a callback that

@@ -178,3 +178,39 @@ func TestTimelinePointDuringCloseKeepsSeqnoOrder(t *testing.T) {
 	}
 	require.ErrorIs(t, tl.Point(2).Error(), fence.ErrNoEntry, "born signalled after Close")
 }
+
+// A signal-on-any array whose signalling is enabled after one of its fences has
+// signalled is complete at that fence and queues no callback on the others, as
+// dma_fence_array_enable_signaling() returns once its count reaches zero. Before
+// the fix each later fence carried a dead callback of the array: dropping one,
+// unsignalled, reported a leak and signalled the innocent fence with ErrDeadlock.
+func TestArraySignalOnAnyCompleteWhenEnabledQueuesNoMoreCallbacks(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		signalled int // the index already signalled
+	}{
+		{"first fence signalled", 0},
+		{"middle fence signalled", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chk, col := lockdeptest.Collect(t)
+			ctx := fence.NewContext("test", "any", fence.WithChecker(chk))
+			fs := []*fence.Fence{ctx.Next(), ctx.Next(), ctx.Next()}
+			require.NoError(t, fs[tc.signalled].Signal())
+			a := fence.NewArray(fs, fence.AllocContexts(1), 1, true)
+			a.EnableSignaling()
+			require.True(t, a.IsSignaled())
+
+			last := fs[len(fs)-1] // after the signalled one: enabling stopped before it
+			last.Put()
+			lockdeptest.RequireClean(t, col)
+			require.False(t, last.IsSignaled(), "no callback was queued, so nothing signals it")
+			require.NoError(t, last.Error())
+			for i, f := range fs {
+				if i != tc.signalled && !f.IsSignaled() {
+					require.NoError(t, f.Signal())
+				}
+			}
+		})
+	}
+}

@@ -32,13 +32,17 @@ func TestArrayCompletedDuringEnableDoesNotDeadlock(t *testing.T) {
 	var x fence.Callback
 	require.NoError(t, f1.AddCallback(&x, func(*fence.Fence, *fence.Callback) {
 		close(inX)
-		<-enabledF0                     // the array has queued on f0 and goes on to f1
-		require.NoError(t, f0.Signal()) // completes the array, f1's lock held
+		<-enabledF0 // the array has queued on f0 and goes on to f1
+		// Completes the array, f1's lock held. assert, not require: this runs in
+		// f1's signaller, not the test's goroutine, and FailNow would end that
+		// goroutine still holding f1's lock.
+		assert.NoError(t, f0.Signal())
 	}))
 	a := fence.NewArray([]*fence.Fence{f0, f1}, fence.AllocContexts(1), 1, true)
 
 	var wg sync.WaitGroup
-	wg.Go(func() { require.NoError(t, f1.Signal()) })
+	// Not the test's goroutine: assert, as FailNow may not run here.
+	wg.Go(func() { assert.NoError(t, f1.Signal()) })
 	<-inX // f1's signaller holds f1's lock now
 	wg.Go(func() { a.EnableSignaling() })
 

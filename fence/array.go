@@ -72,7 +72,8 @@ func AsArray(f *Fence) *Array {
 	return (*Array)(unsafe.Pointer(f))
 }
 
-// Fences returns the array's fences. The slice must not be modified.
+// Fences returns the array's fences. The slice must not be modified. Models
+// dma_fence_array's fences and num_fences.
 func (a *Array) Fences() []*Fence { return a.fences }
 
 // enableSignaling runs with a.Fence's lock held: it queues a callback on every fence,

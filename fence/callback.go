@@ -16,7 +16,8 @@ type Callback struct {
 // A CallbackFunc runs when the fence signals, in the signalling goroutine, with the
 // fence's lock held (as in the kernel): it may signal other fences or add callbacks
 // to them, but must not call RemoveCallback, SetError, EnableSignaling or
-// SetDeadline on the fence that is calling it, and should be short.
+// SetDeadline on the fence that is calling it, and should be short. Models
+// dma_fence_func_t.
 type CallbackFunc func(f *Fence, cb *Callback)
 
 // reset marks cb not queued. Every pointer store pays a write barrier while the

@@ -87,7 +87,7 @@ func Contained(f *Fence) *Fence {
 }
 
 // Prev returns the previous point, or nil once everything older has signalled and
-// been unlinked.
+// been unlinked. Models dma_fence_chain_get_prev().
 func (c *Chain) Prev() *Fence { return c.prev.Load() }
 
 // walk returns the first unsignalled point older than f, unlinking signalled

@@ -25,14 +25,17 @@ type Ops struct {
 	// signal on its own (a callback, a wait, EnableSignaling), with the fence's lock
 	// held. Returning false means the fence has already completed: it is signalled
 	// at once (if the work failed, record that first with f.SetErrorLocked, as
-	// SetError would take the lock the hook already runs under).
+	// SetError would take the lock the hook already runs under). Models
+	// dma_fence_ops.enable_signaling.
 	EnableSignaling func(f *Fence) bool
 	// Signaled polls the hardware: true means the fence has completed, and
-	// IsSignaled then signals it.
+	// IsSignaled then signals it. Models dma_fence_ops.signaled.
 	Signaled func(f *Fence) bool
-	// SetDeadline passes on a hint that the fence is wanted by t.
+	// SetDeadline passes on a hint that the fence is wanted by t. Models
+	// dma_fence_ops.set_deadline.
 	SetDeadline func(f *Fence, t time.Time)
-	// Release runs when the last reference (see Put) is dropped.
+	// Release runs when the last reference (see Put) is dropped. Models
+	// dma_fence_ops.release.
 	Release func(f *Fence)
 }
 
@@ -56,14 +59,18 @@ type Context struct {
 	next     atomic.Uint64 // last seqno handed out by Next
 }
 
-// A ContextOption configures NewContext.
+// A ContextOption configures NewContext. Models the per-fence arguments of
+// dma_fence_init() (ops) and what the kernel fixes at build time (lockdep,
+// debug checks), set once per context here.
 type ContextOption func(*Context)
 
-// WithOps sets the driver hooks of every fence of the context.
+// WithOps sets the driver hooks of every fence of the context. Models the ops
+// argument of dma_fence_init().
 func WithOps(ops *Ops) ContextOption { return func(c *Context) { c.ops = ops } }
 
 // WithChecker sends the context's lockdep annotations (waits, signalling sections,
-// leaks) to c instead of lockdep.Default.
+// leaks) to c instead of lockdep.Default. It has no kernel counterpart: the
+// kernel has one lockdep.
 func WithChecker(c *lockdep.Checker) ContextOption {
 	return func(x *Context) { x.checker = c }
 }
@@ -81,8 +88,8 @@ func LongRunning() ContextOption { return func(c *Context) { c.lr = true } }
 
 // LeakCheck makes the garbage collector report, through lockdep (KindFenceLeak), a
 // fence of this context that becomes unreachable while unsignalled with waiters or
-// callbacks pending: they would never run. After the Rust DMA-fence abstraction's
-// signal-on-drop. Off by default; off, it costs nothing.
+// callbacks pending: they would never run. Models the Rust DMA-fence abstraction's
+// signal-on-drop; C has no counterpart. Off by default; off, it costs nothing.
 func LeakCheck() ContextOption { return func(c *Context) { c.leaks = true } }
 
 // WithTimestamps makes Signal record the time each fence of the context signals,
@@ -91,15 +98,19 @@ func LeakCheck() ContextOption { return func(c *Context) { c.leaks = true } }
 // creating and signalling a fence together, and few readers look at the result:
 // GPU-time accounting (package sched passes its own clock readings to
 // SignalTimestamp) and sync_file's fence info. Without it, Timestamp reports a
-// time only for fences signalled with SignalTimestamp.
+// time only for fences signalled with SignalTimestamp. Models the timestamp
+// dma_fence_signal() records.
 func WithTimestamps() ContextOption { return func(c *Context) { c.stamps = true } }
 
 // WithID gives the context an id the caller reserved with AllocContexts, instead
 // of allocating one; a scheduler entity reserves two ids and uses ctx for its
-// scheduled fences and ctx+1 for its finished fences.
+// scheduled fences and ctx+1 for its finished fences. Models passing a context
+// from dma_fence_context_alloc() to dma_fence_init().
 func WithID(id uint64) ContextOption { return func(c *Context) { c.id, c.idSet = id, true } }
 
 // NewContext allocates a fence context with the given driver and timeline names.
+// Models dma_fence_context_alloc(1), with the names that a driver's
+// get_driver_name and get_timeline_name ops return.
 func NewContext(driver, timeline string, opts ...ContextOption) *Context {
 	c := &Context{driver: driver, timeline: timeline}
 	for _, o := range opts {
@@ -111,7 +122,7 @@ func NewContext(driver, timeline string, opts ...ContextOption) *Context {
 	return c
 }
 
-// ID returns the context id.
+// ID returns the context id. Models dma_fence.context.
 func (c *Context) ID() uint64 { return c.id }
 
 // Driver returns the driver name. Models ops->get_driver_name().
@@ -120,7 +131,8 @@ func (c *Context) Driver() string { return c.driver }
 // Timeline returns the timeline name. Models ops->get_timeline_name().
 func (c *Context) Timeline() string { return c.timeline }
 
-// Checker returns the lockdep checker the context reports to.
+// Checker returns the lockdep checker the context reports to. It has no kernel
+// counterpart: the kernel has one lockdep.
 func (c *Context) Checker() *lockdep.Checker {
 	if c.checker != nil {
 		return c.checker
@@ -162,7 +174,7 @@ func (c *Context) Init(f *Fence, seqno uint64) error {
 
 // NewWithData is New with a value for the driver, read back with Fence.Data: the
 // Go stand-in for embedding struct dma_fence in a driver's own fence and finding it
-// again with container_of.
+// again with container_of. Models dma_fence_init() on a driver's own fence.
 func (c *Context) NewWithData(seqno uint64, data any) *Fence {
 	f := c.New(seqno)
 	if st := f.leaks(); st != nil {
@@ -174,5 +186,6 @@ func (c *Context) NewWithData(seqno uint64, data any) *Fence {
 }
 
 // Next returns an unsignalled fence on c with the seqno after the last one Next
-// returned (1 for the first).
+// returned (1 for the first). Models dma_fence_init() with a driver's next ring
+// seqno.
 func (c *Context) Next() *Fence { return c.New(c.next.Add(1)) }

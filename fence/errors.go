@@ -8,23 +8,25 @@ import (
 var (
 	// ErrInvalid is a call the kernel would refuse with -EINVAL: a nil fence or
 	// callback, a fence signalled twice, an error set after signalling, an empty
-	// WaitAny. The fence is unchanged.
+	// WaitAny. The fence is unchanged. Models -EINVAL.
 	ErrInvalid = errors.New("fence: invalid argument")
 	// ErrSignaled is AddCallback's answer for a fence that has already signalled
-	// (the kernel's -ENOENT): the callback was not queued and will not run.
+	// (the kernel's -ENOENT): the callback was not queued and will not run. Models
+	// dma_fence_add_callback()'s -ENOENT.
 	ErrSignaled = errors.New("fence: already signalled")
 	// ErrDeadlock is the error a fence gets when its last reference is dropped while
 	// it is unsignalled with callbacks pending: the kernel sets -EDEADLK and signals
-	// it, so waiters are not left hanging.
+	// it, so waiters are not left hanging. Models dma_fence_release()'s -EDEADLK.
 	ErrDeadlock = errors.New("fence: released unsignalled with callbacks pending")
 	// ErrNoEntry is the error of every point still pending when its sw_sync
-	// timeline is closed (the kernel's -ENOENT).
+	// timeline is closed. Models the -ENOENT that sw_sync_debugfs_release() sets.
 	ErrNoEntry = errors.New("fence: timeline closed before the point signalled")
 	// ErrLongRunning is AddCallback's answer for a long-running fence: such a
-	// callback may never run, so it needs the explicit AddCallbackUnbounded.
+	// callback may never run, so it needs the explicit AddCallbackUnbounded. It has
+	// no kernel counterpart: the kernel has no long-running fences (see LongRunning).
 	ErrLongRunning = errors.New("fence: callback on a long-running fence needs AddCallbackUnbounded")
 	// ErrNotYetAdded is Chain.FindSeqno's answer for a point beyond the head of
-	// the chain (the kernel's -EINVAL there).
+	// the chain. Models dma_fence_chain_find_seqno()'s -EINVAL.
 	ErrNotYetAdded = fmt.Errorf("%w: chain point not yet added", ErrInvalid)
 
 	errSignalTwice = fmt.Errorf("%w: fence already signalled", ErrInvalid)

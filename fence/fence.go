@@ -89,13 +89,15 @@ func (c *Context) now() int64 {
 
 func (f *Fence) ops() *Ops { return f.ctx.ops }
 
-// Context returns the fence's context.
+// Context returns the fence's context. Models dma_fence.context with the
+// driver's and timeline's names (the kernel keeps only the id in the fence).
 func (f *Fence) Context() *Context { return f.ctx }
 
-// Seqno returns the fence's sequence number on its context.
+// Seqno returns the fence's sequence number on its context. Models dma_fence.seqno.
 func (f *Fence) Seqno() uint64 { return f.seqno }
 
-// Data returns the value given to Context.NewWithData, or nil.
+// Data returns the value given to Context.NewWithData, or nil. Models container_of()
+// from a struct dma_fence to the driver's fence.
 func (f *Fence) Data() any {
 	if st := f.leaks(); st != nil {
 		return st.data
@@ -103,7 +105,8 @@ func (f *Fence) Data() any {
 	return f.data
 }
 
-// IsLongRunning reports whether f is a long-running fence (see LongRunning).
+// IsLongRunning reports whether f is a long-running fence (see LongRunning). It
+// has no kernel counterpart.
 func (f *Fence) IsLongRunning() bool { return f.ctx.lr }
 
 // signaled is the lock-free check every fast path starts with.
@@ -254,7 +257,7 @@ func (f *Fence) SetError(err error) error {
 // Error returns the error recorded with SetError, or nil. Like the kernel's
 // fence->error field it can be read before the fence signals: a scheduler sets
 // ErrCanceled on a job it will not run, and the driver's RunJob checks it to skip
-// the hardware. After signalling it is final.
+// the hardware. After signalling it is final. Models reading dma_fence.error.
 func (f *Fence) Error() error {
 	if f.signaled() {
 		return f.err
@@ -357,7 +360,9 @@ func (f *Fence) SetDeadline(t time.Time) {
 
 // Done returns a channel that is closed when f signals, for select. The channel is
 // made on first use. Unlike Wait, Done does not annotate a wait for lockdep:
-// prefer Wait, or call lockdep's MightWaitFence where a select stands for it.
+// prefer Wait, or call lockdep's MightWaitFence where a select stands for it. It
+// has no kernel counterpart: it exists for Go's select (the kernel's nearest is
+// the poll support of a sync_file).
 func (f *Fence) Done() <-chan struct{} {
 	if f.signaled() {
 		return closedChan
@@ -466,7 +471,8 @@ func (f *Fence) Describe() string {
 	return fmt.Sprintf("%s %s seq %d %s", f.ctx.driver, f.ctx.timeline, f.seqno, state)
 }
 
-// String returns Describe's text.
+// String returns Describe's text. It has no kernel counterpart: it is Go's
+// fmt.Stringer, for dma_fence_describe() (Describe).
 func (f *Fence) String() string { return f.Describe() }
 
 // Get takes a reference to f and returns f. References matter only for the

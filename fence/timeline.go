@@ -35,10 +35,10 @@ func NewTimeline(name string, opts ...ContextOption) *Timeline {
 	return &Timeline{ctx: NewContext("sw_sync", name, append([]ContextOption{WithTimestamps()}, opts...)...)}
 }
 
-// Context returns the timeline's fence context.
+// Context returns the timeline's fence context. Models sync_timeline.context.
 func (t *Timeline) Context() *Context { return t.ctx }
 
-// Value returns the current counter value.
+// Value returns the current counter value. Models sync_timeline.value.
 func (t *Timeline) Value() uint32 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -141,7 +141,8 @@ func (t *Timeline) drainLocked(err error) {
 }
 
 // Close signals every pending point with ErrNoEntry, as closing the sw_sync file
-// does. Points made later are born signalled with that error.
+// does. Points made later are born signalled with that error. Models
+// sw_sync_debugfs_release() (the release of the sw_sync file).
 func (t *Timeline) Close() {
 	t.sigMu.Lock()
 	defer t.sigMu.Unlock()

@@ -12,8 +12,8 @@ import (
 type ExecFlags uint8
 
 const (
-	// IgnoreDuplicates makes locking an object the Exec already holds succeed
-	// (DRM_EXEC_IGNORE_DUPLICATES); without it Lock returns ErrAlready.
+	// IgnoreDuplicates makes locking an object the Exec already holds succeed;
+	// without it Lock returns ErrAlready. Models DRM_EXEC_IGNORE_DUPLICATES.
 	IgnoreDuplicates ExecFlags = 1 << iota
 )
 
@@ -59,7 +59,8 @@ func NewExec(flags ExecFlags, checker *lockdep.Checker) *Exec {
 
 // Run calls fn until it returns without contention: nil, with every object fn locked
 // still held; or the first error that is not ErrDeadlock (the objects locked so far
-// stay locked; Fini drops them). ctx bounds every wait.
+// stay locked; Fini drops them). ctx bounds every wait. Models
+// drm_exec_until_all_locked() with drm_exec_retry_on_contention().
 func (e *Exec) Run(ctx context.Context, fn func(ctx context.Context) error) error {
 	if e.ticket == nil {
 		e.ticket = NewAcquireCtx(ReservationClass, e.checker)
@@ -158,10 +159,11 @@ func (e *Exec) Objects() []*Object { return e.objects }
 // drm_exec_is_contended().
 func (e *Exec) IsContended() bool { return e.contended != nil }
 
-// Retries returns how many times Run has backed off since NewExec.
+// Retries returns how many times Run has backed off since NewExec. It has no
+// kernel counterpart: a statistic for tests and benchmarks.
 func (e *Exec) Retries() int { return e.retries }
 
-// Ticket returns the acquire context, or nil before Run.
+// Ticket returns the acquire context, or nil before Run. Models drm_exec.ticket.
 func (e *Exec) Ticket() *AcquireCtx { return e.ticket }
 
 func (e *Exec) unlockAll() {

@@ -23,10 +23,12 @@ type Iter struct {
 }
 
 // Iter returns an unlocked iterator over the unsignalled fences of usage u or
-// stronger.
+// stronger. Models dma_resv_iter_begin().
 func (o *Object) Iter(u Usage) *Iter { return &Iter{obj: o, usage: u} }
 
-// Next returns the next fence, or nil at the end.
+// Next returns the next fence, or nil at the end. Models
+// dma_resv_iter_first_unlocked() (the first call) and
+// dma_resv_iter_next_unlocked().
 func (it *Iter) Next() *fence.Fence {
 	for {
 		if l := it.obj.list.Load(); l != it.list {
@@ -54,7 +56,8 @@ func (it *Iter) Next() *fence.Fence {
 	}
 }
 
-// Usage returns the usage of the fence Next returned last.
+// Usage returns the usage of the fence Next returned last. Models
+// dma_resv_iter_usage().
 func (it *Iter) Usage() Usage {
 	if it.cur == nil {
 		return 0

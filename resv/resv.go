@@ -94,7 +94,8 @@ func (o *Object) LockingCtx() *AcquireCtx { return o.lock.Owner() }
 // dma_resv_assert_held().
 func (o *Object) AssertHeld() { o.lock.dep.AssertHeld() }
 
-// WWMutex returns o's lock, for code that locks it with other ww mutexes.
+// WWMutex returns o's lock, for code that locks it with other ww mutexes. Models
+// dma_resv.lock.
 func (o *Object) WWMutex() *WWMutex { return o.lock }
 
 // held checks that o is locked (and tells lockdep to check it is locked by us).
@@ -338,8 +339,8 @@ func (o *Object) SetDeadline(u Usage, t time.Time) {
 	}
 }
 
-// Describe lists the fences of usage Read or stronger, one per line, as
-// dma_resv_describe() does for debugfs. The lock must be held.
+// Describe lists the fences of usage Read or stronger, one per line, for debugfs.
+// The lock must be held. Models dma_resv_describe().
 func (o *Object) Describe() string {
 	var b strings.Builder
 	for f, u := range o.Fences(Read) {

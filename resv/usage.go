@@ -7,19 +7,23 @@ package resv
 type Usage uint8
 
 const (
-	// Kernel: memory management (moves, clears). Everyone waits for it.
+	// Kernel: memory management (moves, clears). Everyone waits for it. Models
+	// DMA_RESV_USAGE_KERNEL.
 	Kernel Usage = iota
-	// Write: an implicitly synchronised writer.
+	// Write: an implicitly synchronised writer. Models DMA_RESV_USAGE_WRITE.
 	Write
-	// Read: an implicitly synchronised reader.
+	// Read: an implicitly synchronised reader. Models DMA_RESV_USAGE_READ.
 	Read
 	// Bookkeep: tracked but not implicitly synchronised (preemption fences, page-table
-	// updates, explicitly synchronised work). Only eviction waits for it.
+	// updates, explicitly synchronised work). Only eviction waits for it. Models
+	// DMA_RESV_USAGE_BOOKKEEP.
 	Bookkeep
 )
 
 var usageNames = [...]string{"kernel", "write", "read", "bookkeep"}
 
+// String returns the usage's name: kernel, write, read or bookkeep. Models the
+// names of the DMA_RESV_USAGE_* constants (dma_resv_describe() has its own table).
 func (u Usage) String() string {
 	if int(u) < len(usageNames) {
 		return usageNames[u]

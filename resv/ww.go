@@ -10,17 +10,20 @@ import (
 )
 
 // Algorithm is how a ww class resolves a conflict between two acquire contexts.
+// Models struct ww_class's is_wait_die.
 type Algorithm uint8
 
 const (
 	// WaitDie: a younger context that would wait on an older one dies (backs off) at
-	// once. Fewer wake-ups; reservation_ww_class uses it. DEFINE_WD_CLASS.
+	// once. Fewer wake-ups; reservation_ww_class uses it. Models DEFINE_WD_CLASS.
 	WaitDie Algorithm = iota
 	// WoundWait: an older context that would wait on a younger one wounds it; the
-	// younger backs off at its next contended lock. Fewer back-offs. DEFINE_WW_CLASS.
+	// younger backs off at its next contended lock. Fewer back-offs. Models
+	// DEFINE_WW_CLASS.
 	WoundWait
 )
 
+// String returns "wait-die" or "wound-wait". It has no kernel counterpart.
 func (a Algorithm) String() string {
 	if a == WoundWait {
 		return "wound-wait"
@@ -40,7 +43,8 @@ type WWClass struct {
 }
 
 // NewWWClass returns a ww class using alg. flags go to the mutex lockdep class (mark
-// buffer-object locks lockdep.MM).
+// buffer-object locks lockdep.MM). Models DEFINE_WD_CLASS (WaitDie) and
+// DEFINE_WW_CLASS (WoundWait).
 func NewWWClass(name string, alg Algorithm, flags ...lockdep.ClassFlag) *WWClass {
 	return &WWClass{
 		name: name, alg: alg,
@@ -51,16 +55,18 @@ func NewWWClass(name string, alg Algorithm, flags ...lockdep.ClassFlag) *WWClass
 
 // ReservationClass is reservation_ww_class, the class of every reservation
 // object's lock: wait-die, with lockdep's Reservation classes, which Prime orders.
+// Models reservation_ww_class (DEFINE_WD_CLASS in dma-resv.c).
 var ReservationClass = &WWClass{
 	name: "reservation_ww_class", alg: WaitDie,
 	acquire: lockdep.ReservationAcquire,
 	mutex:   lockdep.Reservation,
 }
 
-// Name returns the class name.
+// Name returns the class name. Models the name DEFINE_WW_CLASS derives its
+// acquire_name and mutex_name from.
 func (c *WWClass) Name() string { return c.name }
 
-// Algorithm returns the class's algorithm.
+// Algorithm returns the class's algorithm. Models ww_class.is_wait_die.
 func (c *WWClass) Algorithm() Algorithm { return c.alg }
 
 // An AcquireCtx is one locking transaction over many ww mutexes of a class. Its stamp
@@ -97,14 +103,16 @@ func NewAcquireCtx(c *WWClass, checker *lockdep.Checker) *AcquireCtx {
 	return a
 }
 
-// Stamp returns the context's ticket: smaller is older and wins conflicts.
+// Stamp returns the context's ticket: smaller is older and wins conflicts. Models
+// ww_acquire_ctx.stamp.
 func (a *AcquireCtx) Stamp() uint64 { return a.stamp }
 
 // Acquired returns how many locks the context holds. Call it from the context's
-// goroutine.
+// goroutine. Models ww_acquire_ctx.acquired.
 func (a *AcquireCtx) Acquired() int { return int(a.acquired) }
 
-// Retries returns how many times a lock in this context returned ErrDeadlock.
+// Retries returns how many times a lock in this context returned ErrDeadlock. It
+// has no kernel counterpart: a statistic for tests and benchmarks.
 func (a *AcquireCtx) Retries() int64 { return a.retries.Load() }
 
 // AcquireDone marks the end of the locking phase: no more locks will be taken.
@@ -195,7 +203,8 @@ func NewWWMutex(c *WWClass, checker *lockdep.Checker) *WWMutex {
 	return &WWMutex{class: c, dep: lockdep.Map{Class: c.mutex, Checker: checker}}
 }
 
-// Class returns the mutex's ww class.
+// Class returns the mutex's ww class. Models ww_mutex.ww_class (a debug-build
+// field in the kernel).
 func (m *WWMutex) Class() *WWClass { return m.class }
 
 // IsLocked reports whether anyone holds m. Models ww_mutex_is_locked().

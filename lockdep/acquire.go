@@ -189,8 +189,9 @@ func (c *Checker) release(m *Map, cls *Class) {
 		gen := t.gen
 		c.idle(t)
 		// Report unless the last acquisition was in an older generation, which
-		// forgot it (see Map.gen).
-		if g := m.gen.Load(); g == 0 || g == gen+1 {
+		// forgot it, or the checker never saw one and may have missed it while
+		// off (see Map.gen and Enable).
+		if g := m.gen.Load(); (g == 0 && !c.everOff.Load()) || g == gen+1 {
 			var p pending
 			c.reportBadUnlock(t, cls, &p)
 			c.deliver(p.reps, p.keys)

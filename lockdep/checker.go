@@ -22,6 +22,7 @@ type Checker struct {
 	on        atomic.Bool   // written under onMu once the checker is shared, read without it
 	gen       atomic.Uint64 // bumped by Reset and by a real Enable or Disable: held stacks of older generations are stale
 	onMu      sync.Mutex    // serialises Enable and Disable, so that on and gen change together
+	everOff   atomic.Bool   // checking has been off at some time: locks may have been taken unseen
 	handler   atomic.Pointer[Handler]
 	strict    atomic.Bool
 	reportAll atomic.Bool
@@ -70,7 +71,12 @@ func ReportAll() Option { return func(c *Checker) { c.reportAll.Store(true) } }
 
 // Off makes the checker start disabled (see Enable). The kernel has no
 // counterpart: its debug_locks starts on.
-func Off() Option { return func(c *Checker) { c.on.Store(false) } }
+func Off() Option {
+	return func(c *Checker) {
+		c.on.Store(false)
+		c.everOff.Store(true)
+	}
+}
 
 // Default is the checker that annotations without an explicit Checker go to. It is
 // enabled and logs reports to standard error, as the kernel's lockdep prints to the
@@ -114,11 +120,14 @@ func (c *Checker) SetStrictSignalling(on bool) { c.strict.Store(on) }
 func (c *Checker) SetReportAll(on bool) { c.reportAll.Store(on) }
 
 // Enable turns checking on. Locks taken while checking was off are unknown to
-// the checker; releasing them later is not reported, with one exception: a lock
-// that was only ever taken while checking was off cannot be told from one never
-// taken, and its release is reported (KindBadUnlock). Enabling a checker that is
-// already on changes nothing: what each goroutine holds is kept. The kernel has no
-// counterpart: once debug_locks is off it stays off.
+// the checker; releasing them later is not reported. A lock that was only ever
+// taken while checking was off cannot be told from one never taken (marking
+// locks while off would cost the disabled path more than its one load), so once
+// a checker has been off, the release of a lock it never saw taken is not
+// reported either; a checker that was always on reports it (KindBadUnlock).
+// Enabling a checker that is already on changes nothing: what each goroutine
+// holds is kept. The kernel has no counterpart: once debug_locks is off it stays
+// off.
 func (c *Checker) Enable() {
 	c.onMu.Lock()
 	defer c.onMu.Unlock()
@@ -143,6 +152,7 @@ func (c *Checker) Disable() {
 		return
 	}
 	c.on.Store(false)
+	c.everOff.Store(true)
 	// Annotations already past their check of on may still record into the old
 	// generation; the bump makes whatever they leave stale.
 	c.gen.Add(1)

@@ -49,10 +49,10 @@ type Map struct {
 	Checker *Checker
 
 	// gen is 1 + the checker generation of the last acquisition the checker saw,
-	// or 0 if it saw none. A release of a lock not held is reported when gen is 0
-	// (never taken) or current, and ignored when it is older: a Disable, Enable or
-	// Reset since then forgot that acquisition, and any later one was made while
-	// checking was off.
+	// or 0 if it saw none. A release of a lock not held is reported when gen is
+	// current, or 0 (never taken) on a checker that was never off, and ignored
+	// otherwise: a Disable, Enable or Reset since then forgot that acquisition,
+	// or one was made while checking was off.
 	// Storing the generation itself would make a never-taken lock look taken in
 	// generation 0, and its release would go unreported after the first Reset.
 	gen atomic.Uint64

@@ -28,11 +28,11 @@ var entityIDs atomic.Uint64
 // held.
 type Entity struct {
 	id          uint64
-	schedCtx    *fence.Context // scheduled fences (context ctx)
-	finCtx      *fence.Context // finished fences (context ctx+1)
-	schedList   []*Scheduler   // nil if pinned; immutable
-	creditLimit uint32         // the smallest credit limit of the entity's schedulers
-	guilty      atomic.Bool
+	schedCtx    *fence.Context              // scheduled fences (context ctx)
+	finCtx      *fence.Context              // finished fences (context ctx+1)
+	schedList   []*Scheduler                // nil if pinned; immutable
+	creditLimit uint32                      // the smallest credit limit of the entity's schedulers
+	guilty      atomic.Pointer[atomic.Bool] // the driver's guilty flag, nil for none (see ShareGuilty)
 	queued      atomic.Int64
 	seq         atomic.Uint64 // last seqno handed out by Arm: fence_seq
 	sched       atomic.Pointer[Scheduler]
@@ -121,12 +121,31 @@ func (e *Entity) SetPriority(p Priority) error {
 	return nil
 }
 
-// SetGuilty marks the entity guilty: its later jobs complete with ErrCanceled
-// without reaching the hardware. Models the driver-owned guilty atomic.
-func (e *Entity) SetGuilty() { e.guilty.Store(true) }
+// ShareGuilty gives the entity the driver's guilty flag: IncreaseKarma sets it
+// when one of the entity's jobs is blamed for a hang, and once it is set the
+// entity's later jobs get ErrCanceled on their finished fence before RunJob (which
+// should then skip the hardware). Entities of one context may share a flag, as
+// amdgpu's share ctx->guilty. An entity without one, as most drivers' and the
+// KUnit mock's are, is never marked: IncreaseKarma only counts karma. Models the
+// guilty argument of drm_sched_entity_init(); call it before the entity's first
+// job, as the kernel fixes it at init.
+func (e *Entity) ShareGuilty(flag *atomic.Bool) { e.guilty.Store(flag) }
 
-// IsGuilty reports whether the entity was blamed for a hang.
-func (e *Entity) IsGuilty() bool { return e.guilty.Load() }
+// SetGuilty sets the entity's guilty flag, giving the entity a flag of its own if
+// it has none, as a driver that finds a context guilty does with
+// atomic_set(entity->guilty, 1).
+func (e *Entity) SetGuilty() {
+	if e.guilty.Load() == nil {
+		e.guilty.CompareAndSwap(nil, new(atomic.Bool))
+	}
+	e.guilty.Load().Store(true)
+}
+
+// IsGuilty reports whether the entity's guilty flag is set (false if it has none).
+func (e *Entity) IsGuilty() bool {
+	g := e.guilty.Load()
+	return g != nil && g.Load()
+}
 
 // Error returns the error of the entity's last scheduled job, or nil: drivers use
 // it to refuse new submissions after a failed job. Racy by design. Models

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpusync/gpusync/fence"
@@ -107,6 +108,7 @@ func Example_timeout() {
 	defer s.Close()
 
 	e, _ := s.NewEntity(sched.PriorityNormal)
+	e.ShareGuilty(new(atomic.Bool)) // the context's guilty flag, as amdgpu keeps one
 	j, _ := e.NewJob(1, nil)
 	j.Arm()
 	j.Push()

@@ -368,7 +368,7 @@ func (s *Scheduler) popJob(e *Entity, j *Job) (*Job, pick) {
 		s.requeue(e)
 		s.mu.Unlock()
 	}
-	if e.guilty.Load() {
+	if e.IsGuilty() { // drm_sched_entity_pop_job: skip jobs of a guilty entity
 		_ = j.finished.SetError(ErrCanceled)
 		j.errSet = true
 	}

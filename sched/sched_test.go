@@ -1487,6 +1487,8 @@ func TestResubmitJobs(t *testing.T) {
 			}
 		})
 		guilty, innocent := d.entity(t, sched.PriorityNormal), d.entity(t, sched.PriorityNormal)
+		guilty.ShareGuilty(new(atomic.Bool))
+		innocent.ShareGuilty(new(atomic.Bool))
 		bad, other, bad2 := d.job(t, guilty, 0), d.job(t, innocent, 0), d.job(t, guilty, 0)
 		start := time.Now()
 		for _, j := range []*sched.Job{bad, other, bad2} {
@@ -1514,12 +1516,23 @@ func TestResubmitJobs(t *testing.T) {
 	})
 }
 
+// IncreaseKarma counts karma for a job below kernel priority, and sets its
+// entity's guilty flag only if the driver gave it one, as drm_sched_increase_karma
+// does with entity->guilty: a flag shared by two entities (one context) marks
+// both, and an entity without one is never marked.
 func TestIncreaseKarmaMakesTheEntityGuilty(t *testing.T) {
 	for _, tc := range []struct {
+		name   string
 		prio   sched.Priority
+		flag   bool
+		karma  int
 		guilty bool
-	}{{sched.PriorityNormal, true}, {sched.PriorityKernel, false}} {
-		t.Run(tc.prio.String(), func(t *testing.T) {
+	}{
+		{"normal, guilty flag", sched.PriorityNormal, true, 1, true},
+		{"normal, no guilty flag", sched.PriorityNormal, false, 1, false},
+		{"kernel, guilty flag", sched.PriorityKernel, true, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var d *drv
 				d = newDrv(t, sched.Config{Name: "gfx", Timeout: 100 * time.Millisecond}, func(x *drv) {
@@ -1528,13 +1541,19 @@ func TestIncreaseKarmaMakesTheEntityGuilty(t *testing.T) {
 						return d.resetJob(j)
 					}
 				})
-				e := d.entity(t, tc.prio)
+				e, sibling := d.entity(t, tc.prio), d.entity(t, tc.prio)
+				if tc.flag {
+					ctxGuilty := new(atomic.Bool) // one context, two entities
+					e.ShareGuilty(ctxGuilty)
+					sibling.ShareGuilty(ctxGuilty)
+				}
 				a := d.job(t, e, 0)
 				submit(t, a)
 				require.True(t, signalled(t, a.Finished(), time.Second))
 				require.ErrorIs(t, a.Finished().Error(), sched.ErrTimedOut)
-				require.Equal(t, tc.guilty, e.IsGuilty(), "kernel-priority jobs are never blamed")
-				require.Equal(t, map[bool]int{true: 1, false: 0}[tc.guilty], a.Karma())
+				require.Equal(t, tc.guilty, e.IsGuilty())
+				require.Equal(t, tc.guilty, sibling.IsGuilty(), "the context's other entity shares the flag")
+				require.Equal(t, tc.karma, a.Karma())
 
 				b := d.job(t, e, time.Millisecond)
 				submit(t, b)

@@ -250,13 +250,16 @@ func (s *Scheduler) ResubmitJobs() {
 	}
 }
 
-// IncreaseKarma blames bad for a hang: its karma grows and, unless it ran at
-// kernel priority, its entity's guilty flag is set, so that the entity's later jobs
-// are cancelled. Models drm_sched_increase_karma().
+// IncreaseKarma blames bad for a hang, unless it ran at kernel priority (kernel
+// jobs are always considered good): its karma grows and, if its entity has a
+// guilty flag (ShareGuilty), the flag is set, so that the entity's later jobs are
+// cancelled. Models drm_sched_increase_karma().
 func (s *Scheduler) IncreaseKarma(bad *Job) {
 	if bad.priority == PriorityKernel {
 		return
 	}
 	bad.karma.Add(1)
-	bad.entity.guilty.Store(true)
+	if g := bad.entity.guilty.Load(); g != nil {
+		g.Store(true)
+	}
 }

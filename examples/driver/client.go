@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpusync/gpusync/resv"
@@ -19,6 +20,7 @@ type client struct {
 	prio     sched.Priority
 	rings    []string
 	entities map[string]*sched.Entity
+	guilty   atomic.Bool // shared by the client's entities, as amdgpu's ctx->guilty
 	plan     []plannedJob
 
 	mu        sync.Mutex

@@ -120,6 +120,7 @@ func run(w io.Writer, cfg config) error {
 			if err != nil {
 				return err
 			}
+			e.ShareGuilty(&c.guilty)
 			c.entities[r.name] = e
 			rec.NameEntity(e, c.name+"/"+r.name)
 		}

@@ -315,3 +315,37 @@ func TestDestroyAfterCloseKillsTheQueuedJobs(t *testing.T) {
 		require.ErrorIs(t, j.Finished().Error(), sched.ErrSearch)
 	})
 }
+
+// An idle entity moving between schedulers skips a closed one, as
+// drm_sched_pick_best skips a scheduler that is not ready, even when the closed
+// one has the lower score; once all its schedulers are closed, NewJob refuses
+// with ErrNoRunQueue (the kernel's -ENOENT).
+func TestLoadBalancingSkipsClosedSchedulers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		chk := lockdeptest.New(t)
+		a := schedtest.New(t, schedtest.Config{Name: "a", Checker: chk})
+		b := schedtest.New(t, schedtest.Config{Name: "b", Checker: chk})
+		e, err := sched.NewEntity(sched.PriorityNormal, a.Sched, b.Sched)
+		require.NoError(t, err)
+		defer e.Kill()
+		busy := b.NewEntity(t, sched.PriorityNormal)
+		require.NoError(t, b.NewJob(t, busy).Submit()) // b's score is above a's
+		synctest.Wait()
+
+		a.Sched.Close()
+		j := b.NewJob(t, e)
+		require.NoError(t, j.Submit(), "the open scheduler takes the job")
+		require.Same(t, b.Sched, e.Scheduler())
+		synctest.Wait()
+		require.Equal(t, 2, b.Advance(2))
+		synctest.Wait()
+		require.True(t, j.IsFinished())
+		require.NoError(t, j.Finished().Error())
+
+		b.Sched.Close()
+		_, err = e.NewJob(1, nil)
+		require.ErrorIs(t, err, sched.ErrNoRunQueue)
+		_, err = busy.NewJob(1, nil)
+		require.ErrorIs(t, err, sched.ErrNoRunQueue, "a pinned entity whose scheduler closed")
+	})
+}

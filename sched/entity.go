@@ -215,14 +215,17 @@ func (e *Entity) selectScheduler() {
 	if busy || (last != nil && !last.IsSignaled()) {
 		return
 	}
-	best := list[0]
-	for _, s := range list[1:] {
-		if s.score.Load() < best.score.Load() {
+	var best *Scheduler
+	for _, s := range list {
+		if s.closed.Load() {
+			continue // drm_sched_pick_best skips a scheduler that is not ready
+		}
+		if best == nil || s.score.Load() < best.score.Load() {
 			best = s
 		}
 	}
-	if best == cur {
-		return
+	if best == nil || best == cur {
+		return // none open: the job is refused at Push (ErrClosed), the next at NewJob
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -253,6 +256,19 @@ func (e *Entity) unscoreLocked(s *Scheduler) {
 		e.scored = false
 		s.score.Add(-1)
 	}
+}
+
+// noReadyScheduler reports whether every scheduler e may run on is closed.
+func (e *Entity) noReadyScheduler() bool {
+	if e.schedList == nil {
+		return e.sched.Load().closed.Load()
+	}
+	for _, s := range e.schedList {
+		if !s.closed.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 // Flush waits until the entity has no queued job (or was killed, or its scheduler

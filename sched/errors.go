@@ -10,12 +10,13 @@ var (
 	// above the scheduler's limit, no scheduler for an entity, a nil fence where one
 	// is needed. Nothing changed.
 	ErrInvalid = errors.New("sched: invalid argument")
-	// ErrNoRunQueue is NewJob on an entity with no ready scheduler (the kernel's
-	// -ENOENT from drm_sched_job_init).
+	// ErrNoRunQueue is NewJob on an entity whose schedulers are all closed (the
+	// kernel's -ENOENT from drm_sched_job_init once no scheduler is ready).
 	ErrNoRunQueue = errors.New("sched: entity has no run queue")
 	// ErrKilled is Push to a killed entity. The job is not run: its fences are
 	// signalled with ErrSearch after the entity's earlier jobs, as the kernel does
-	// for jobs left in a killed entity's queue.
+	// for jobs left in a killed entity's queue. NewJob on a killed entity returns it
+	// too, with nothing made (the kernel's drm_sched_job_init does not check).
 	ErrKilled = errors.New("sched: push to a killed entity")
 	// ErrClosed is an operation on a scheduler after Close.
 	ErrClosed = errors.New("sched: scheduler closed")

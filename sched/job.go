@@ -71,10 +71,14 @@ const (
 // NewJob makes a job of the given credits for entity e. Zero credits, or more than
 // the limit of a scheduler the entity may run on, is an error wrapping ErrInvalid
 // (the kernel clamps an oversized job when it is picked; refusing it here names the
-// bug where it is made). Models drm_sched_job_init().
+// bug where it is made). On a killed entity it returns ErrKilled, and when every
+// scheduler the entity may run on is closed, ErrNoRunQueue (the kernel's
+// drm_sched_job_init has neither check: it fails with -ENOENT only once
+// drm_sched_entity_select_rq found no ready scheduler, and a push to a stopped
+// entity is refused later). Models drm_sched_job_init().
 func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
 	switch limit := e.creditLimit; {
-	case e.sched.Load() == nil:
+	case e.noReadyScheduler():
 		return nil, ErrNoRunQueue
 	case e.stopped.Load():
 		return nil, ErrKilled

@@ -1363,6 +1363,42 @@ func TestStatusDeviceGoneDoesNotRearmTheTimer(t *testing.T) {
 	})
 }
 
+// A driver that stops, resets and starts the scheduler inside TimedOutJob and then
+// answers StatusDeviceGone keeps the timer that Start armed: the kernel's
+// drm_sched_job_timedout only skips its own re-arm for -ENODEV.
+func TestStatusDeviceGoneKeepsTheTimerStartArmed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 100 * time.Millisecond
+		var calls atomic.Int32
+		var d *drv
+		d = newDrv(t, sched.Config{Name: "gfx", Timeout: timeout}, func(x *drv) {
+			x.timedOut = func(bad *sched.Job) sched.Status {
+				n := calls.Add(1)
+				d.s.Stop(bad)
+				d.reset()
+				d.s.ResubmitJobs() // new hardware fences: both jobs pending again, hung
+				d.s.Start(nil)
+				if n == 1 {
+					return sched.StatusDeviceGone
+				}
+				return sched.StatusReset
+			}
+		})
+		e := d.entity(t, sched.PriorityNormal)
+		a, b := d.job(t, e, 0), d.job(t, e, 0)
+		submitRun(t, a)
+		submitRun(t, b)
+		time.Sleep(timeout)
+		synctest.Wait()
+		require.Equal(t, int32(1), calls.Load())
+		time.Sleep(timeout)
+		synctest.Wait()
+		require.Equal(t, int32(2), calls.Load(), "the timer Start armed was switched off by StatusDeviceGone")
+		require.Equal(t, 2, d.complete(2))
+		synctest.Wait()
+	})
+}
+
 func TestStatusNoHangKeepsTheJob(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 100 * time.Millisecond

@@ -91,9 +91,10 @@ type Scheduler struct {
 	rq         *runQueue
 	pending    jobRing
 	freeGuilty bool
-	tdrOff     bool  // not re-armed (device gone) or stopped, until the next begin or Start
-	fault      bool  // Fault: fire the TDR now
-	tdrAt      int64 // the deadline the TDR worker sleeps until; never when it has none
+	tdrOff     bool   // not re-armed (device gone) or stopped, until the next begin or Start
+	tdrArms    uint64 // times a begin or Start armed the timer: a DeviceGone answer leaves an arming made meanwhile
+	fault      bool   // Fault: fire the TDR now
+	tdrAt      int64  // the deadline the TDR worker sleeps until; never when it has none
 
 	workMu  sync.Mutex // held while a work item runs; wqueue stop waits on it
 	freeBuf []*Job     // the free work's batch, reused (submit worker only)
@@ -390,6 +391,7 @@ func (s *Scheduler) beginLocked(job *Job) bool {
 	}
 	s.pending.pushBack(job)
 	s.tdrOff = false
+	s.tdrArms++
 	return s.tdrEarlierLocked()
 }
 

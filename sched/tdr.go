@@ -98,6 +98,7 @@ func (s *Scheduler) timedOut() {
 		return
 	}
 	s.pending.popFront()
+	arms := s.tdrArms
 	s.mu.Unlock()
 
 	cookie := s.checker.BeginSignalling()
@@ -114,7 +115,12 @@ func (s *Scheduler) timedOut() {
 		s.pending.pushFront(job)
 	}
 	if status == StatusDeviceGone {
-		s.tdrOff = true
+		// Not re-armed, as drm_sched_job_timedout skips its re-arm for -ENODEV;
+		// but a Start (or a job begin) inside TimedOutJob armed the timer, and
+		// that stays armed, as the kernel's mod_delayed_work did.
+		if s.tdrArms == arms {
+			s.tdrOff = true
+		}
 	} else if s.pending.len() > 0 {
 		s.pending.front().tdrStart = now() // re-armed for a full timeout
 	}
@@ -212,6 +218,7 @@ func (s *Scheduler) Start(errno error) {
 	}
 	s.mu.Lock()
 	s.tdrOff = false
+	s.tdrArms++
 	if s.pending.len() > 0 {
 		s.pending.front().tdrStart = now()
 	}

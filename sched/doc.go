@@ -54,7 +54,19 @@
 //
 // A killed job's FreeJob runs in the goroutine that signalled its last
 // dependency, where the kernel uses a work item. Close completes and frees the jobs
-// still on the hardware (after CancelJob) instead of warning about them. The
-// timeout of a job counts from when it reached the hardware or when the job ahead
-// of it finished, whichever is later; the kernel re-arms one timer at those points.
+// still on the hardware (after CancelJob) instead of warning about them.
+//
+// The timeout of the head job counts from when it reached the hardware or when the
+// job ahead of it finished, whichever is later: a timer per job, as the TDR is
+// meant. The kernel keeps one timer per scheduler and restarts it with
+// mod_delayed_work() whenever any job reaches the hardware (drm_sched_job_begin)
+// or one is freed, so there a steady stream of new jobs postpones the timeout of a
+// hung head; here the hang is caught one timeout after the head started.
+//
+// The TDR does not hand TimedOutJob a head job that has completed but is not freed
+// yet; the kernel does, and leaves that check to the driver. Job.Entity stays
+// valid after the job leaves its entity's queue, where the kernel clears it.
+// NewJob refuses a killed entity (ErrKilled) and an entity whose schedulers are
+// all closed (ErrNoRunQueue); the kernel's job init checks neither. SetPriority
+// takes effect at once under every policy (see Entity.SetPriority).
 package sched

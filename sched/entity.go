@@ -105,7 +105,13 @@ func (e *Entity) Scheduler() *Scheduler { return e.sched.Load() }
 func (e *Entity) Priority() Priority { return Priority(e.priority.Load()) }
 
 // SetPriority changes the entity's priority; queued jobs are picked by the new one.
-// Models drm_sched_entity_set_priority().
+// Models drm_sched_entity_set_priority(). Under the fair policy the kernel reads
+// the new priority at the next pick, as here. Under FIFO and round robin, whose
+// kernels keep one run queue per priority, the kernel only stores the value and
+// moves the entity to the new priority's run queue when drm_sched_entity_select_rq
+// next runs for it, which never happens for an entity with one scheduler; the
+// model applies the new priority at once under every policy, which is what the
+// call asks for.
 func (e *Entity) SetPriority(p Priority) error {
 	if p >= numPriorities {
 		return fmt.Errorf("%w: priority %d", ErrInvalid, p)

@@ -90,7 +90,12 @@ func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
 	return &Job{Payload: payload, entity: e, credits: credits}, nil
 }
 
-// Entity returns the job's entity.
+// Entity returns the job's entity. It stays valid for the job's whole life here;
+// the kernel's drm_sched_entity_pop_job clears sched_job->entity when the job
+// leaves the entity's queue ("jobs and entities might have different
+// lifecycles"), so a driver's run_job, timedout_job and free_job must not use it:
+// code meant for the kernel should not call this from RunJob, TimedOutJob or
+// FreeJob.
 func (j *Job) Entity() *Entity { return j.entity }
 
 // Scheduler returns the scheduler the job was armed on, or nil before Arm.

@@ -27,7 +27,11 @@ type Ops struct {
 	RunJob func(j *Job) (*fence.Fence, error)
 	// TimedOutJob is called by the TDR when the job at the head of the hardware
 	// queue exceeded the timeout, with submission stopped only if the driver stops
-	// it (Stop). It reports what happened.
+	// it (Stop). It reports what happened. Unlike the kernel, the TDR does not call
+	// it for a head job whose hardware fence has signalled but which is not freed
+	// yet (the free work is paused or behind): it restarts the timer instead. The
+	// kernel hands such a job to timedout_job, and drivers check the hardware fence
+	// themselves; the model makes that check for them.
 	TimedOutJob func(j *Job) Status
 	// FreeJob releases the job after its finished fence signalled. When it returns,
 	// the scheduler drops the job's dependencies, as drm_sched_job_cleanup() does.
@@ -47,7 +51,9 @@ type Config struct {
 	// hardware never exceeds it. Must be at least 1.
 	CreditLimit uint32
 	// Timeout is the TDR timeout: how long the job at the head of the hardware queue
-	// may run. Zero disables the timer (MAX_SCHEDULE_TIMEOUT); Fault still works.
+	// may run, counted from when it reached the hardware or the job ahead of it
+	// finished, whichever is later (see the package doc for how the kernel's one
+	// timer differs). Zero disables the timer (MAX_SCHEDULE_TIMEOUT); Fault still works.
 	Timeout time.Duration
 	// HangLimit is the karma above which ResubmitJobs treats a job as guilty.
 	HangLimit int

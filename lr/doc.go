@@ -36,8 +36,9 @@
 // which enables signalling on the preempt fence, which suspends the queue; the
 // buffer moves; the VM's rebind worker then revalidates the buffers, arms fresh
 // preempt fences, resumes the queues and installs the new fences. The job was
-// preempted, not killed. A preemption that fails gives its fence the error and bans
-// the queue.
+// preempted, not killed. A preemption that fails gives its fence the error, and
+// the queue is resumed all the same, unless it timed out (ErrTimedOut): then the
+// rebind worker kills the VM, banning every queue on it, as Xe does.
 //
 // # Lifecycle
 //

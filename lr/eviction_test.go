@@ -301,6 +301,7 @@ func TestRebindFailureBansTheQueues(t *testing.T) {
 		synctest.Wait()
 		assert.NoError(t, old.Error(), "the preemption itself worked")
 		assert.ErrorIs(t, r.q.Err(), errInjected)
+		assert.ErrorIs(t, r.vm.Err(), errInjected, "the VM is killed")
 		assert.ErrorIs(t, j.Done().Error(), errInjected)
 		_, err = r.q.Push(ctx, "next")
 		assert.ErrorIs(t, err, lr.ErrBanned)
@@ -309,6 +310,28 @@ func TestRebindFailureBansTheQueues(t *testing.T) {
 		assert.Same(t, old, r.vm.PreemptFence(r.q))
 		assert.True(t, r.vm.IsEvicted(r.bo), "never brought back")
 		assert.Equal(t, 0, r.vm.Rebinds())
+	})
+}
+
+// A VM closed while its preempt worker waits for a queue to get off the hardware
+// does not hand the interrupted wait's error to the fence as if the suspension had
+// failed (that would leave the queue unbanned, without a VM): Close signals the
+// fence with ErrClosed and bans the queue, as for any fence still pending.
+func TestVMCloseDuringSuspensionBansTheQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hold := make(chan struct{})
+		defer close(hold)
+		r := newRig(t, lockdeptest.New(t), 2, func(r *rig) { r.eng.hold = hold })
+		pf := r.vm.PreemptFence(r.q)
+		pf.EnableSignaling()
+		synctest.Wait()
+		_, w, _ := r.eng.counts()
+		require.Equal(t, 1, w, "the preempt worker waits for the queue")
+
+		r.vm.Close()
+		require.True(t, pf.IsSignaled())
+		assert.ErrorIs(t, pf.Error(), lr.ErrClosed)
+		assert.ErrorIs(t, r.q.Err(), lr.ErrClosed)
 	})
 }
 

@@ -14,8 +14,9 @@ import (
 //
 // States: armed (installed, queue running) -> triggered (someone waits: Suspend
 // called) -> signalled (queue suspended), or signalled with an error (the
-// suspension failed: the queue is banned). A signalled preempt fence is replaced
-// by a fresh one when the queue resumes.
+// suspension failed). A signalled preempt fence is replaced by a fresh one when
+// the queue resumes. An error does not stop that, except ErrTimedOut: then the
+// VM is killed and none of its queues resumes (see VM).
 type PreemptFence struct {
 	*fence.Fence
 	q  *Queue

@@ -2,7 +2,6 @@ package lr_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"testing/synctest"
 
@@ -16,7 +15,8 @@ import (
 )
 
 // The preempt-fence state machine: armed -> triggered -> signalled -> replaced by
-// a fresh armed fence (re-armed); or signalled with an error, which bans the queue.
+// a fresh armed fence (re-armed), with or without an error on the old one; a
+// timeout error kills the VM instead.
 // Every test runs in a synctest bubble: synctest.Wait lets the preempt and rebind
 // workers settle, with no sleeps.
 
@@ -196,86 +196,139 @@ func TestPreemptFenceRearms(t *testing.T) {
 	})
 }
 
-func TestPreemptFenceErrorBansQueue(t *testing.T) {
+// A preemption that fails with anything but a timeout gives its fence the error,
+// and that is all: the queue is not banned, its jobs go on, and the rebind worker
+// resumes it with a fresh fence, as Xe's preempt_fence_work_func() only sets the
+// error and wait_for_existing_preempt_fences() kills the VM for -ETIME alone.
+func TestPreemptFenceErrorIsKeptAndQueueResumes(t *testing.T) {
 	cases := []struct {
 		name      string
 		inject    func(e *engine)
 		wantWaits int
-		wantErr   error
 	}{
-		{"Suspend fails", func(e *engine) { e.suspendErr = errInjected }, 0, errInjected},
-		{"SuspendWait fails", func(e *engine) { e.waitErr = errInjected }, 1, errInjected},
-		{"queue reset before preemption", nil, 0, lr.ErrQueueReset},
+		{"Suspend fails", func(e *engine) { e.suspendErr = errInjected }, 0},
+		{"SuspendWait fails", func(e *engine) { e.waitErr = errInjected }, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ctx := context.Background()
 				r := newRig(t, lockdeptest.New(t), 4)
-				j1, err := r.q.Push(ctx, "a")
-				require.NoError(t, err)
-				j2, err := r.q.Push(ctx, "b")
+				j, err := r.q.Push(ctx, "a")
 				require.NoError(t, err)
 				synctest.Wait()
 				pf := r.vm.PreemptFence(r.q)
 
-				banErr := tc.wantErr
-				if tc.inject != nil {
-					tc.inject(r.eng)
-				} else {
-					r.q.Fail(errInjected) // a hardware fault kills the queue first
-					banErr = errInjected
-				}
+				tc.inject(r.eng)
 				pf.EnableSignaling()
 				synctest.Wait()
 
 				require.True(t, pf.IsSignaled())
-				assert.ErrorIs(t, pf.Error(), tc.wantErr, "the preempt fence carries the failure")
+				assert.ErrorIs(t, pf.Error(), errInjected, "the preempt fence carries the failure")
 				s, w, res := r.eng.counts()
-				assert.Equal(t, [3]int{1, tc.wantWaits, 0}, [3]int{s, w, res}, "suspend, wait, resume calls")
-				assert.ErrorIs(t, r.q.Err(), banErr)
-
-				for _, j := range []*lr.Job{j1, j2} {
-					require.True(t, j.Done().IsSignaled(), "an in-flight LR fence completes")
-					assert.ErrorIs(t, j.Done().Error(), banErr)
-				}
-				assert.Equal(t, 0, r.q.Inflight())
-				_, err = r.q.Push(ctx, "c")
-				assert.ErrorIs(t, err, lr.ErrBanned)
-				assert.ErrorIs(t, err, banErr, "the ban says why")
-				_, err = r.q.TryPush("d")
-				assert.ErrorIs(t, err, lr.ErrBanned)
-
-				// A banned queue is not resumed and gets no fresh preempt fence; the
-				// failed one stays, signalled, so eviction no longer waits for it.
-				assert.Same(t, pf, r.vm.PreemptFence(r.q))
-				assert.Equal(t, 0, r.vm.Rebinds())
+				assert.Equal(t, [3]int{1, tc.wantWaits, 1}, [3]int{s, w, res}, "suspend, wait, resume calls")
+				assert.NoError(t, r.q.Err(), "only a timeout kills")
+				assert.NoError(t, r.vm.Err())
+				assert.False(t, j.Done().IsSignaled(), "the job goes on")
+				assert.Equal(t, 1, r.vm.Rebinds())
+				fresh := r.vm.PreemptFence(r.q)
+				require.NotSame(t, pf, fresh)
+				assert.Equal(t, pf.Seqno()+1, fresh.Seqno())
 				for _, bo := range r.objects() {
-					assert.True(t, bo.TestSignaled(resv.Bookkeep))
+					assert.Equal(t, []*fence.Fence{fresh.Fence}, bo.GetFences(resv.Bookkeep))
 				}
-				require.NoError(t, r.vm.Evict(ctx, r.bo))
-				synctest.Wait()
-				s, _, res = r.eng.counts()
-				assert.Equal(t, [2]int{1, 0}, [2]int{s, res}, "a banned queue is not preempted again")
+				j2, err := r.q.Push(ctx, "b")
+				require.NoError(t, err)
+				j.Complete(nil)
+				j2.Complete(nil)
+				assert.NoError(t, j.Done().Error())
 			})
 		})
 	}
 }
 
-func TestPreemptFenceErrorFromEvictionBansQueue(t *testing.T) {
+// A queue reset before its preemption (a hardware fault banned it) gets a preempt
+// fence with ErrQueueReset and no suspend wait; being banned, it is not resumed,
+// and the failed fence stays, signalled, so eviction no longer waits for it.
+func TestPreemptFenceOfResetQueueFailsWithErrQueueReset(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		r := newRig(t, lockdeptest.New(t), 2, func(r *rig) { r.eng.waitErr = errInjected })
+		r := newRig(t, lockdeptest.New(t), 4)
 		j, err := r.q.Push(ctx, "a")
 		require.NoError(t, err)
-
-		require.NoError(t, r.vm.Evict(ctx, r.bo), "the queue is off the hardware either way: the move may go on")
 		synctest.Wait()
+		pf := r.vm.PreemptFence(r.q)
+
+		r.q.Fail(errInjected)
+		pf.EnableSignaling()
+		synctest.Wait()
+
+		require.True(t, pf.IsSignaled())
+		assert.ErrorIs(t, pf.Error(), lr.ErrQueueReset)
+		s, w, res := r.eng.counts()
+		assert.Equal(t, [3]int{1, 0, 0}, [3]int{s, w, res}, "suspend, wait, resume calls")
+		assert.ErrorIs(t, r.q.Err(), errInjected)
 		assert.ErrorIs(t, j.Done().Error(), errInjected)
-		assert.True(t, errors.Is(r.q.Err(), errInjected))
+		assert.NoError(t, r.vm.Err(), "a reset queue does not kill the VM")
 		_, err = r.q.Push(ctx, "b")
 		assert.ErrorIs(t, err, lr.ErrBanned)
-		_, _, res := r.eng.counts()
-		assert.Equal(t, 0, res)
+		assert.ErrorIs(t, err, errInjected, "the ban says why")
+
+		assert.Same(t, pf, r.vm.PreemptFence(r.q))
+		assert.Equal(t, 0, r.vm.Rebinds())
+		for _, bo := range r.objects() {
+			assert.True(t, bo.TestSignaled(resv.Bookkeep))
+		}
+		require.NoError(t, r.vm.Evict(ctx, r.bo))
+		synctest.Wait()
+		s, _, res = r.eng.counts()
+		assert.Equal(t, [2]int{1, 0}, [2]int{s, res}, "a banned queue is not preempted again")
 	})
+}
+
+// A preemption that times out kills the whole VM: the rebind worker bans every
+// queue on it, the one that timed out and its sibling alike, and resumes none.
+// Models wait_for_existing_preempt_fences() returning -ETIME, and xe_vm_kill().
+func TestPreemptFenceTimeoutKillsTheVM(t *testing.T) {
+	for _, timeout := range []error{lr.ErrTimedOut, context.DeadlineExceeded} {
+		t.Run(timeout.Error(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				chk := lockdeptest.New(t)
+				r := newRig(t, chk, 2, func(r *rig) { r.eng.waitErr = timeout })
+				e2 := &engine{}
+				q2 := newQueue(t, chk, e2, 2)
+				require.NoError(t, r.vm.AddQueue(ctx, q2))
+				j1, err := r.q.Push(ctx, "a")
+				require.NoError(t, err)
+				j2, err := q2.Push(ctx, "b")
+				require.NoError(t, err)
+				pf1, pf2 := r.vm.PreemptFence(r.q), r.vm.PreemptFence(q2)
+
+				require.NoError(t, r.vm.Evict(ctx, r.bo), "a timed-out fence signals too: the kill makes it true")
+				synctest.Wait()
+				assert.ErrorIs(t, pf1.Error(), timeout)
+				assert.NoError(t, pf2.Error(), "the sibling was suspended fine")
+				assert.ErrorIs(t, r.vm.Err(), timeout)
+				for i, q := range []*lr.Queue{r.q, q2} {
+					assert.ErrorIs(t, q.Err(), timeout, "queue %d", i)
+					_, err := q.Push(ctx, "c")
+					assert.ErrorIs(t, err, lr.ErrBanned, "queue %d", i)
+				}
+				for i, j := range []*lr.Job{j1, j2} {
+					assert.ErrorIs(t, j.Done().Error(), timeout, "job %d", i)
+				}
+				for i, e := range []*engine{r.eng, e2} {
+					_, _, res := e.counts()
+					assert.Equal(t, 0, res, "queue %d: a killed VM resumes nothing", i)
+				}
+				assert.Equal(t, 0, r.vm.Rebinds())
+				assert.True(t, r.vm.IsEvicted(r.bo), "never brought back")
+
+				// A killed VM takes nothing new.
+				assert.ErrorIs(t, r.vm.AddQueue(ctx, newQueue(t, chk, &engine{}, 1)), lr.ErrBanned)
+				assert.ErrorIs(t, r.vm.AddBuffer(ctx, resv.NewObject(chk)), lr.ErrBanned)
+			})
+		})
+	}
 }

@@ -18,9 +18,9 @@ import (
 )
 
 // A property test of preempt/resume cycles: random sequences of pushes,
-// completions, evictions, new buffers, injected preemption failures and hardware
-// faults, on one VM with one or two LR queues, checked after every step against a
-// plain model.
+// completions, evictions, new buffers, injected preemption failures and timeouts,
+// and hardware faults, on one VM with one or two LR queues, checked after every
+// step against a plain model.
 //
 // How rapid and synctest compose: rapid draws the whole sequence first, in its
 // own goroutine; each check then runs it inside a fresh synctest bubble
@@ -54,7 +54,8 @@ type modelQueue struct {
 	jobs     []*lr.Job         // every job pushed
 	cause    error             // why the queue was banned; nil: healthy
 	armed    bool              // its current preempt fence is unsignalled
-	inject   string            // "suspend" or "wait": the next preemption fails there
+	pfErr    error             // the error of its current preempt fence, once signalled
+	inject   string            // "suspend", "wait" or "timeout": the next preemption fails there
 	seq      uint64            // seqno of the current preempt fence
 
 	// Hook calls the engine must have seen.
@@ -102,6 +103,7 @@ func runModel(t *testing.T, nq, ring int, ops []propOp) error {
 	t.Cleanup(vm.Close)
 	objs := []*resv.Object{vm.Resv}
 	evicted := map[*resv.Object]bool{}
+	killed := false // a preemption timed out: the VM and its queues are dead
 	var mqs []*modelQueue
 	for range nq {
 		m := &modelQueue{eng: &engine{}, want: map[*lr.Job]error{}, armed: true, seq: 1}
@@ -131,8 +133,10 @@ func runModel(t *testing.T, nq, ring int, ops []propOp) error {
 				return fmt.Errorf("%s: preempt fence %v triggered %v, model seqno %d armed %v",
 					where, pf, pf.Triggered(), m.seq, m.armed)
 			}
-			if !m.armed && pf.Error() == nil {
-				return fmt.Errorf("%s: a failed preemption signalled %v without an error", where, pf)
+			if want := m.pfErr; m.armed {
+				want = nil
+			} else if err := pf.Error(); !errors.Is(err, want) || (err == nil) != (want == nil) {
+				return fmt.Errorf("%s: preempt fence %v signalled with %v, model %v", where, pf, err, want)
 			}
 			for _, j := range m.jobs {
 				want, done := m.want[j]
@@ -217,28 +221,46 @@ func runModel(t *testing.T, nq, ring int, ops []propOp) error {
 			if err := vm.Evict(ctx, bo); err != nil {
 				return fmt.Errorf("step %d %v: %w", step, op, err)
 			}
-			resumed := false
+			// Every armed fence is in every object: the eviction preempts every
+			// queue. A failure is the fence's own; a timeout kills the VM.
+			timedOut := false
 			for _, m := range mqs {
 				if !m.armed {
-					continue // signalled with an error when it failed: nothing to wait for
+					continue // banned, its fence signalled: nothing to wait for
 				}
 				m.suspends++
 				m.armed = false
+				m.pfErr = nil
 				switch {
 				case m.cause != nil: // faulted earlier: the preempt fence finds it reset
+					m.pfErr = lr.ErrQueueReset
 				case m.inject == "suspend":
-					m.ban(errInjected)
+					m.pfErr = errInjected
 				case m.inject == "wait":
 					m.waits++
-					m.ban(errInjected)
+					m.pfErr = errInjected
+				case m.inject == "timeout":
+					m.waits++
+					m.pfErr = lr.ErrTimedOut
+					timedOut = true
 				default:
 					m.waits++
+				}
+				m.inject = ""
+			}
+			resumed := false
+			for _, m := range mqs {
+				switch {
+				case m.cause != nil:
+				case timedOut:
+					m.ban(lr.ErrTimedOut)
+					killed = true
+				default:
 					m.resumes++
 					m.seq++
 					m.armed = true
 					resumed = true
 				}
-				m.inject = ""
 			}
 			if resumed {
 				clear(evicted)
@@ -247,20 +269,30 @@ func runModel(t *testing.T, nq, ring int, ops []propOp) error {
 			}
 		case "addBuffer":
 			bo := resv.NewObject(chk)
-			if err := vm.AddBuffer(ctx, bo); err != nil {
+			err := vm.AddBuffer(ctx, bo)
+			if killed {
+				if !errors.Is(err, lr.ErrBanned) {
+					return fmt.Errorf("step %d %v: AddBuffer on a killed VM returned %v", step, op, err)
+				}
+				break
+			}
+			if err != nil {
 				return fmt.Errorf("step %d %v: %w", step, op, err)
 			}
 			objs = append(objs, bo)
-		case "failSuspend", "failWait":
+		case "failSuspend", "failWait", "timeout":
 			if m.cause != nil {
 				break
 			}
 			m.eng.mu.Lock()
 			m.eng.suspendErr, m.eng.waitErr = nil, nil
-			if op.kind == "failSuspend" {
+			switch op.kind {
+			case "failSuspend":
 				m.eng.suspendErr, m.inject = errInjected, "suspend"
-			} else {
+			case "failWait":
 				m.eng.waitErr, m.inject = errInjected, "wait"
+			default:
+				m.eng.waitErr, m.inject = lr.ErrTimedOut, "timeout"
 			}
 			m.eng.mu.Unlock()
 		case "fault":

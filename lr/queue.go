@@ -259,7 +259,7 @@ func (j *Job) Complete(err error) {
 	})
 }
 
-// Fail bans the queue after an error (a hardware fault, a failed preemption): jobs
+// Fail bans the queue after an error (a hardware fault, its VM killed): jobs
 // not yet submitted are killed, and every job in flight completes with err. Models
 // Xe's LR queue clean-up (the TDR fired at once with drm_sched_tdr_queue_imm), which
 // kills the queue and errors its fences.

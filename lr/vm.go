@@ -44,6 +44,7 @@ type VM struct {
 	queues  []*queueState
 	evicted map[*resv.Object]bool
 	closed  bool
+	killed  error // why the rebind worker killed the VM (xe_vm_kill), or nil
 
 	preemptK chan *PreemptFence // the ordered preempt_fence_wq
 	rebindK  chan struct{}
@@ -109,9 +110,9 @@ func (vm *VM) AddBuffer(ctx context.Context, bo *resv.Object) error {
 	vm.lock.Lock() // no queue joins and no rebind swaps fences until bo is bound
 	defer vm.lock.Unlock()
 	vm.mu.Lock()
-	if vm.closed {
+	if err := vm.usable(); err != nil {
 		vm.mu.Unlock()
-		return ErrClosed
+		return err
 	}
 	var fences []*fence.Fence
 	for _, st := range vm.queues {
@@ -156,8 +157,11 @@ func addBookkeep(ctx context.Context, bo *resv.Object, fences []*fence.Fence) er
 func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 	vm.lock.Lock()
 	defer vm.lock.Unlock()
-	if vm.isClosed() {
-		return ErrClosed
+	vm.mu.Lock()
+	err := vm.usable()
+	vm.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	objs := vm.objects()
 	e := resv.NewExec(0, vm.checker)
@@ -168,9 +172,9 @@ func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 		return err
 	}
 	vm.mu.Lock()
-	if vm.closed {
+	if err := vm.usable(); err != nil {
 		vm.mu.Unlock()
-		return ErrClosed
+		return err
 	}
 	st := &queueState{q: q, ctx: fence.NewContext("lr", "preempt", fence.WithOps(preemptOps), fence.WithChecker(vm.checker))}
 	vm.queues = append(vm.queues, st)
@@ -202,10 +206,25 @@ func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 	return nil
 }
 
-func (vm *VM) isClosed() bool {
+// usable says why the VM takes no new buffers or queues: ErrClosed, or
+// ErrBanned once it was killed. Call with mu held.
+func (vm *VM) usable() error {
+	switch {
+	case vm.closed:
+		return ErrClosed
+	case vm.killed != nil:
+		return fmt.Errorf("%w: %w", ErrBanned, vm.killed)
+	}
+	return nil
+}
+
+// Err returns why the VM was killed, or nil. The rebind worker kills a VM when a
+// preempt fence timed out (ErrTimedOut) or the rebind itself failed; every queue
+// on it is then banned with that error. Models XE_VM_FLAG_BANNED.
+func (vm *VM) Err() error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	return vm.closed
+	return vm.killed
 }
 
 // PreemptFence returns q's current preempt fence in this VM, or nil.
@@ -235,8 +254,10 @@ func (vm *VM) queuePreempt(pf *PreemptFence) {
 // preemptWorker signals preempt fences once their queue is suspended, one at a
 // time, in order: the device's ordered preempt_fence_wq. Everything runs inside a
 // fence signalling section, so lockdep reports it if this path ever takes the VM
-// lock (held by waiters of these fences) or allocates. Models
-// preempt_fence_work_func().
+// lock (held by waiters of these fences) or allocates. A failed suspension only
+// gives the fence its error: the worker bans nothing (that would wait for the
+// queue's scheduler inside the signalling section); the rebind worker decides
+// what the error means. Models preempt_fence_work_func().
 func (vm *VM) preemptWorker(ctx context.Context) {
 	for {
 		select {
@@ -266,9 +287,11 @@ func (vm *VM) signalPreempt(ctx context.Context, pf *PreemptFence) {
 	case q.cfg.Ops.SuspendWait != nil:
 		err = q.cfg.Ops.SuspendWait(ctx, q)
 	}
+	if err != nil && ctx.Err() != nil {
+		return // the VM is closing: Close signals the fence and bans the queue
+	}
 	if err != nil {
 		_ = pf.SetError(err)
-		q.Fail(fmt.Errorf("lr: preemption failed: %w", err))
 	}
 	_ = pf.Signal()
 	select {
@@ -307,7 +330,10 @@ func (vm *VM) IsEvicted(bo *resv.Object) bool {
 // lock every reservation object, wait for the old preempt fences (all queues are now
 // off the hardware), revalidate evicted buffers, reserve slots, arm one new preempt
 // fence per queue, resume the queues, and install the new fences with Bookkeep
-// usage. Models preempt_rebind_work_func().
+// usage. A preempt fence that timed out (ErrTimedOut), or a rebind that fails,
+// kills the VM; any other preempt fence error is only the fence's, and its queue
+// is resumed with the others ("Only -ETIME on fence indicates VM needs to be
+// killed", wait_for_existing_preempt_fences()). Models preempt_rebind_work_func().
 func (vm *VM) rebindWorker(ctx context.Context) {
 	for {
 		select {
@@ -315,10 +341,15 @@ func (vm *VM) rebindWorker(ctx context.Context) {
 			return
 		case <-vm.rebindK:
 			if err := vm.rebind(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				vm.banAll(err)
+				vm.kill(err)
 			}
 		}
 	}
+}
+
+// isTimeout reports whether a preempt fence's error is the kernel's -ETIME.
+func isTimeout(err error) bool {
+	return errors.Is(err, ErrTimedOut) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (vm *VM) rebind(ctx context.Context) error {
@@ -326,6 +357,10 @@ func (vm *VM) rebind(ctx context.Context) error {
 	defer vm.lock.Unlock()
 
 	vm.mu.Lock()
+	if vm.killed != nil {
+		vm.mu.Unlock()
+		return nil // a killed VM is never rebound
+	}
 	var states []*queueState
 	for _, st := range vm.queues {
 		if st.q.Err() == nil && st.pf.Triggered() {
@@ -349,12 +384,14 @@ func (vm *VM) rebind(ctx context.Context) error {
 		if err := st.pf.Wait(ctx); err != nil {
 			return err
 		}
+		if err := st.pf.Error(); isTimeout(err) {
+			return fmt.Errorf("lr: preempt fence of %s: %w", st.q.Name(), err)
+		}
 	}
-	// Whether a preemption failed is known only now: the preempt worker bans the
-	// queue before it signals the fence. A failed queue is not resumed, and if no
-	// queue is left the evicted buffers stay evicted, as when nothing was
-	// preempted; deciding it before the waits made revalidation a race with the
-	// preempt worker.
+	// A queue banned meanwhile (a hardware fault; a reset queue's fence carries
+	// ErrQueueReset) is not resumed, and if no queue is left the evicted buffers
+	// stay evicted, as when nothing was preempted. Decided after the waits, as the
+	// ban may come while the worker waits.
 	states = slices.DeleteFunc(states, func(st *queueState) bool { return st.q.Err() != nil })
 	if len(states) == 0 {
 		return nil
@@ -404,12 +441,19 @@ func (vm *VM) rebind(ctx context.Context) error {
 	return nil
 }
 
-func (vm *VM) banAll(err error) {
+// kill bans the VM and every queue on it after a failed rebind: queues already
+// banned keep their first error. The VM takes no new queues or buffers
+// afterwards, and its rebind worker does nothing more. Models xe_vm_kill().
+func (vm *VM) kill(err error) {
+	err = fmt.Errorf("lr: VM killed: %w", err)
 	vm.mu.Lock()
+	if vm.killed == nil {
+		vm.killed = err
+	}
 	states := append([]*queueState(nil), vm.queues...)
 	vm.mu.Unlock()
 	for _, st := range states {
-		st.q.Fail(fmt.Errorf("lr: rebind failed: %w", err))
+		st.q.Fail(err)
 	}
 }
 

@@ -113,6 +113,52 @@ func TestEvictionPreemptsEveryQueueOfTheVM(t *testing.T) {
 	})
 }
 
+// One queue's preemption preempts every queue of the VM, even when nobody waited
+// on the others' fences: the rebind worker waits on every live queue's preempt
+// fence, which suspends the queues not yet suspended, and resumes none before all
+// are off the hardware; then it re-arms and resumes them all. Models
+// wait_for_existing_preempt_fences() and resume_and_reinstall_preempt_fences().
+func TestRebindPreemptsEveryQueueBeforeResuming(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const offHW = 2 * time.Millisecond
+		ctx := context.Background()
+		chk := lockdeptest.New(t)
+		chk.Prime()
+		r := newRig(t, chk, 2)
+		e2 := &engine{waitFor: offHW}
+		q2 := newQueue(t, chk, e2, 2)
+		require.NoError(t, r.vm.AddQueue(ctx, q2))
+		pf1, pf2 := r.vm.PreemptFence(r.q), r.vm.PreemptFence(q2)
+
+		start := time.Now()
+		pf1.EnableSignaling() // only the first queue's fence is asked to signal
+		synctest.Wait()
+		assert.True(t, pf2.Triggered(), "the rebind worker preempts the second queue too")
+		assert.False(t, pf2.IsSignaled())
+		_, _, res := r.eng.counts()
+		assert.Equal(t, 0, res, "no resume while a queue is still on the hardware")
+
+		time.Sleep(offHW)
+		synctest.Wait()
+		assert.True(t, pf2.IsSignaled())
+		assert.Equal(t, []string{"suspend +0s", "suspended +0s", "resume +2ms"}, r.eng.timeline(start),
+			"the first queue resumes only once the second is off the hardware")
+		assert.Equal(t, []string{"suspend +0s", "suspended +2ms", "resume +2ms"}, e2.timeline(start))
+		assert.Equal(t, 1, r.vm.Rebinds())
+		for _, q := range []*lr.Queue{r.q, q2} {
+			pf := r.vm.PreemptFence(q)
+			assert.Equal(t, uint64(2), pf.Seqno(), "both re-armed")
+			assert.False(t, pf.Triggered())
+			for _, bo := range r.objects() {
+				assert.Equal(t, resv.Bookkeep, fencesOf(t, bo)[pf.Fence])
+			}
+		}
+		for _, bo := range r.objects() {
+			assert.Len(t, bo.GetFences(resv.Bookkeep), 2, "only the fresh fences are pending")
+		}
+	})
+}
+
 // The classic mistakes, each with its named lockdep report. The checker is primed
 // with the kernel's memory-management order and collects reports instead of
 // failing the test.

@@ -39,7 +39,7 @@ func (o propOp) String() string { return fmt.Sprintf("%s(q%d,%d)", o.kind, o.que
 
 var propKinds = []string{
 	"push", "push", "push", "pushWait", "complete", "complete", "complete",
-	"evict", "evict", "evict", "addBuffer", "failSuspend", "failWait", "fault",
+	"evict", "evict", "evict", "addBuffer", "failSuspend", "failWait", "timeout", "fault",
 }
 
 var errFault = errors.New("hardware fault")

@@ -327,13 +327,14 @@ func (vm *VM) IsEvicted(bo *resv.Object) bool {
 }
 
 // rebindWorker resumes the VM's queues after a preemption: with the VM lock held,
-// lock every reservation object, wait for the old preempt fences (all queues are now
-// off the hardware), revalidate evicted buffers, reserve slots, arm one new preempt
-// fence per queue, resume the queues, and install the new fences with Bookkeep
-// usage. A preempt fence that timed out (ErrTimedOut), or a rebind that fails,
-// kills the VM; any other preempt fence error is only the fence's, and its queue
-// is resumed with the others ("Only -ETIME on fence indicates VM needs to be
-// killed", wait_for_existing_preempt_fences()). Models preempt_rebind_work_func().
+// lock every reservation object, wait for every live queue's preempt fence (which
+// preempts the queues that were not yet: all of them are then off the hardware),
+// revalidate evicted buffers, reserve slots, arm one new preempt fence per queue,
+// resume the queues, and install the new fences with Bookkeep usage. A preempt
+// fence that timed out (ErrTimedOut), or a rebind that fails, kills the VM; any
+// other preempt fence error is only the fence's, and its queue is resumed with
+// the others ("Only -ETIME on fence indicates VM needs to be killed",
+// wait_for_existing_preempt_fences()). Models preempt_rebind_work_func().
 func (vm *VM) rebindWorker(ctx context.Context) {
 	for {
 		select {
@@ -361,15 +362,20 @@ func (vm *VM) rebind(ctx context.Context) error {
 		vm.mu.Unlock()
 		return nil // a killed VM is never rebound
 	}
+	// Every live queue: a banned one has left the VM's list of LR queues, as
+	// Xe's kill removes it (xe_vm_remove_compute_exec_queue()). Its fence is
+	// signalled, or signals with ErrQueueReset once triggered.
 	var states []*queueState
+	pending := false
 	for _, st := range vm.queues {
-		if st.q.Err() == nil && st.pf.Triggered() {
+		if st.q.Err() == nil {
 			states = append(states, st)
+			pending = pending || st.pf.Triggered()
 		}
 	}
 	vm.mu.Unlock()
-	if len(states) == 0 {
-		return nil // no preemption pending: nothing to do
+	if !pending {
+		return nil // no preemption pending: nothing to do (preempt_fences_waiting())
 	}
 	objs := vm.objects()
 	e := resv.NewExec(0, vm.checker)
@@ -380,6 +386,9 @@ func (vm *VM) rebind(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Waiting triggers the fences not yet triggered: one queue's preemption
+	// preempts all of them, since the buffers they share may move. Models
+	// wait_for_existing_preempt_fences().
 	for _, st := range states {
 		if err := st.pf.Wait(ctx); err != nil {
 			return err

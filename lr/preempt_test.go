@@ -2,6 +2,7 @@ package lr_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 
@@ -97,6 +98,56 @@ func TestPreemptFenceTriggerSuspendsOnce(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Triggering a preempt fence never blocks, however many are queued behind a slow
+// suspension: EnableSignaling queues the work with the fence's lock held, as
+// queue_work() does, and the worker then signals them in trigger order (the
+// ordered preempt_fence_wq).
+func TestPreemptFenceTriggerNeverBlocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 100 // beyond any fixed buffer a worker channel might have
+		ctx := context.Background()
+		hold := make(chan struct{})
+		r := newRig(t, lockdeptest.New(t), 1, func(r *rig) { r.eng.hold = hold })
+		queues := []*lr.Queue{r.q}
+		for range n - 1 {
+			q := newQueue(t, r.chk, r.eng, 1)
+			require.NoError(t, r.vm.AddQueue(ctx, q))
+			queues = append(queues, q)
+		}
+		var mu sync.Mutex
+		var order []int
+		triggered := make(chan struct{})
+		go func() {
+			// A callback is a waiter: adding it triggers the fence.
+			for i, q := range queues {
+				_ = r.vm.PreemptFence(q).AddCallback(new(fence.Callback), func(*fence.Fence, *fence.Callback) {
+					mu.Lock()
+					order = append(order, i)
+					mu.Unlock()
+				})
+			}
+			close(triggered)
+		}()
+		synctest.Wait() // the first suspension holds the worker
+		select {
+		case <-triggered:
+		default:
+			t.Fatal("triggering a preempt fence blocked behind the preempt worker")
+		}
+		s, w, _ := r.eng.counts()
+		assert.Equal(t, [2]int{n, 1}, [2]int{s, w}, "every queue is being suspended; the worker waits on the first")
+
+		close(hold)
+		synctest.Wait()
+		want := make([]int, n)
+		for i := range want {
+			want[i] = i
+		}
+		assert.Equal(t, want, order, "signalled in trigger order")
+		assert.Equal(t, 1, r.vm.Rebinds())
+	})
 }
 
 func TestPreemptFenceWaitThatGivesUpChangesNothing(t *testing.T) {

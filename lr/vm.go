@@ -46,12 +46,17 @@ type VM struct {
 	closed  bool
 	killed  error // why the rebind worker killed the VM (xe_vm_kill), or nil
 
-	preemptK chan *PreemptFence // the ordered preempt_fence_wq
-	rebindK  chan struct{}
-	stop     context.CancelFunc // ends the workers' context
-	stopped  <-chan struct{}    // that context's Done
-	wg       sync.WaitGroup
-	rebinds  int // completed rebinds, for tests and stats (under mu)
+	// The ordered preempt_fence_wq: fences whose work is queued, oldest first,
+	// and a wake-up for the worker. Queueing never blocks (queue_work does not):
+	// it runs from EnableSignaling, with the fence's lock held.
+	preemptMu sync.Mutex
+	preemptQ  []*PreemptFence // under preemptMu
+	preemptK  chan struct{}
+
+	rebindK chan struct{}
+	stop    context.CancelFunc // ends the workers' context
+	wg      sync.WaitGroup
+	rebinds int // completed rebinds, for tests and stats (under mu)
 }
 
 // queueState is one LR queue's membership in a VM: its preempt fence context and
@@ -71,14 +76,14 @@ func NewVM(ops VMOps, checker *lockdep.Checker) *VM {
 		ops:      ops,
 		checker:  checker,
 		evicted:  make(map[*resv.Object]bool),
-		preemptK: make(chan *PreemptFence, 64),
+		preemptK: make(chan struct{}, 1),
 		rebindK:  make(chan struct{}, 1),
 	}
 	vm.lock = lockdep.Mutex{Class: vmLockClass, Checker: checker}
 	// One context for the workers' lifetime: Close cancels it, which both stops
 	// them and interrupts a suspension wait or a rebind in progress.
 	ctx, cancel := context.WithCancel(context.Background())
-	vm.stop, vm.stopped = cancel, ctx.Done()
+	vm.stop = cancel
 	vm.wg.Go(func() { vm.preemptWorker(ctx) })
 	vm.wg.Go(func() { vm.rebindWorker(ctx) })
 	return vm
@@ -244,11 +249,29 @@ func (vm *VM) Rebinds() int {
 	return vm.rebinds
 }
 
+// queuePreempt queues pf's work on the preempt worker, at the back, without
+// blocking. Models queue_work() on the ordered preempt_fence_wq.
 func (vm *VM) queuePreempt(pf *PreemptFence) {
+	vm.preemptMu.Lock()
+	vm.preemptQ = append(vm.preemptQ, pf)
+	vm.preemptMu.Unlock()
 	select {
-	case vm.preemptK <- pf:
-	case <-vm.stopped:
+	case vm.preemptK <- struct{}{}:
+	default: // a wake-up is pending already
 	}
+}
+
+// nextPreempt takes the oldest queued fence, or returns nil.
+func (vm *VM) nextPreempt() *PreemptFence {
+	vm.preemptMu.Lock()
+	defer vm.preemptMu.Unlock()
+	if len(vm.preemptQ) == 0 {
+		return nil
+	}
+	pf := vm.preemptQ[0]
+	vm.preemptQ[0] = nil
+	vm.preemptQ = vm.preemptQ[1:]
+	return pf
 }
 
 // preemptWorker signals preempt fences once their queue is suspended, one at a
@@ -263,8 +286,10 @@ func (vm *VM) preemptWorker(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case pf := <-vm.preemptK:
-			vm.signalPreempt(ctx, pf)
+		case <-vm.preemptK:
+			for pf := vm.nextPreempt(); pf != nil && ctx.Err() == nil; pf = vm.nextPreempt() {
+				vm.signalPreempt(ctx, pf)
+			}
 		}
 	}
 }

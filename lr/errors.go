@@ -21,4 +21,11 @@ var (
 	// queue on it, as xe_vm_kill() does. A SuspendWait that gives up on a deadline
 	// of its own (context.DeadlineExceeded) counts as a timeout too.
 	ErrTimedOut = errors.New("lr: preemption timed out (ETIME)")
+	// ErrAgain is what SuspendWait returns when the queue's suspension cannot be
+	// waited for now and the wait should be retried (the kernel's -EAGAIN from
+	// suspend_wait). The preempt worker then puts the fence's work back at the
+	// end of its queue, with no error, and waits again when its turn comes, as
+	// preempt_fence_work_func() re-queues itself; a driver must not return it
+	// forever, as the worker would then retry forever.
+	ErrAgain = errors.New("lr: suspension not settled, try again (EAGAIN)")
 )

@@ -247,6 +247,50 @@ func TestPreemptFenceRearms(t *testing.T) {
 	})
 }
 
+// A SuspendWait that returns ErrAgain (-EAGAIN) is retried: the fence's work goes
+// back to the end of the ordered preempt queue, behind work queued meanwhile, and
+// the fence signals without an error once a later wait succeeds. Nothing is
+// banned. Models the re-queue in preempt_fence_work_func().
+func TestPreemptFenceSuspendWaitErrAgainIsRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		chk := lockdeptest.New(t)
+		hold := make(chan struct{})
+		r := newRig(t, chk, 2, func(r *rig) { r.eng.waitErr, r.eng.hold = lr.ErrAgain, hold })
+		e2 := &engine{}
+		q2 := newQueue(t, chk, e2, 2)
+		require.NoError(t, r.vm.AddQueue(ctx, q2))
+		j, err := r.q.Push(ctx, "a")
+		require.NoError(t, err)
+		pf1, pf2 := r.vm.PreemptFence(r.q), r.vm.PreemptFence(q2)
+		var mu sync.Mutex
+		var signalled []*lr.PreemptFence
+		for _, pf := range []*lr.PreemptFence{pf1, pf2} {
+			require.NoError(t, pf.AddCallback(new(fence.Callback), func(*fence.Fence, *fence.Callback) {
+				mu.Lock()
+				signalled = append(signalled, pf)
+				mu.Unlock()
+			}))
+			synctest.Wait() // pf1: the worker waits in its first SuspendWait
+		}
+
+		close(hold) // the first wait returns ErrAgain
+		synctest.Wait()
+		_, w, _ := r.eng.counts()
+		assert.Equal(t, 2, w, "SuspendWait is called again")
+		assert.Equal(t, []*lr.PreemptFence{pf2, pf1}, signalled, "the retry went behind the work queued meanwhile")
+		assert.NoError(t, pf1.Error(), "a retry is not a failure")
+		assert.NoError(t, r.q.Err())
+		assert.NoError(t, r.vm.Err())
+		assert.False(t, j.Done().IsSignaled())
+		for i, e := range []*engine{r.eng, e2} {
+			_, _, res := e.counts()
+			assert.Equal(t, 1, res, "queue %d resumed", i)
+		}
+		assert.Equal(t, 1, r.vm.Rebinds())
+	})
+}
+
 // A preemption that fails with anything but a timeout gives its fence the error,
 // and that is all: the queue is not banned, its jobs go on, and the rebind worker
 // resumes it with a fresh fence, as Xe's preempt_fence_work_func() only sets the

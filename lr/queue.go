@@ -24,7 +24,10 @@ type QueueOps struct {
 	Run func(j *Job) error
 	// Suspend starts preempting the queue off the hardware; it must not block.
 	Suspend func(q *Queue) error
-	// SuspendWait blocks until the queue is off the hardware (or ctx ends).
+	// SuspendWait blocks until the queue is off the hardware (or ctx ends). It
+	// returns ErrAgain to be called again later, ErrTimedOut if the queue did not
+	// get off the hardware in time (which kills the VM), or another error, which
+	// the preempt fence carries.
 	SuspendWait func(ctx context.Context, q *Queue) error
 	// Resume puts the queue back on the hardware after a preemption.
 	Resume func(q *Queue)

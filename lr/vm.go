@@ -277,7 +277,8 @@ func (vm *VM) nextPreempt() *PreemptFence {
 // preemptWorker signals preempt fences once their queue is suspended, one at a
 // time, in order: the device's ordered preempt_fence_wq. Everything runs inside a
 // fence signalling section, so lockdep reports it if this path ever takes the VM
-// lock (held by waiters of these fences) or allocates. A failed suspension only
+// lock (held by waiters of these fences) or allocates. A SuspendWait that returns
+// ErrAgain is retried later, from the back of the queue. A failed suspension only
 // gives the fence its error: the worker bans nothing (that would wait for the
 // queue's scheduler inside the signalling section); the rebind worker decides
 // what the error means. Models preempt_fence_work_func().
@@ -311,6 +312,10 @@ func (vm *VM) signalPreempt(ctx context.Context, pf *PreemptFence) {
 		err = ErrQueueReset
 	case q.cfg.Ops.SuspendWait != nil:
 		err = q.cfg.Ops.SuspendWait(ctx, q)
+		if errors.Is(err, ErrAgain) {
+			vm.queuePreempt(pf) // retried behind the work queued meanwhile
+			return
+		}
 	}
 	if err != nil && ctx.Err() != nil {
 		return // the VM is closing: Close signals the fence and bans the queue

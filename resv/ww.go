@@ -155,10 +155,12 @@ func (a *AcquireCtx) nudge() {
 // Invariants: state is nil when m is free, else the holder: its context (nil for a
 // context-less lock) and whether anyone waits. An uncontended lock or unlock is one
 // compare-and-swap on state, as the kernel's mutex fast path is. Waiters queue under
-// mu: context waiters in stamp order, oldest first, with context-less waiters in
-// arrival order that no later context waiter overtakes. While waiters exist the
-// state is a contended holder, so no fast path changes it and Unlock hands m to the
-// first waiter under mu; state is never nil while someone waits.
+// mu: context waiters in stamp order, oldest first; a context-less waiter joins at
+// the tail. A new context waiter goes just ahead of the context waiters younger
+// than it, so it also passes the context-less waiters queued behind the first of
+// them, as in the kernel. While waiters exist the state is a contended holder, so
+// no fast path changes it and Unlock hands m to the first waiter under mu; state
+// is never nil while someone waits.
 type WWMutex struct {
 	class *WWClass
 	dep   lockdep.Map
@@ -381,17 +383,24 @@ func (w *wwWaiter) poke() {
 	}
 }
 
-// enqueue inserts w: context waiters by stamp, never ahead of a context-less
-// waiter; context-less waiters at the tail. It returns w's position.
+// enqueue inserts w and returns its position. A context-less waiter goes to the
+// tail. A context waiter goes just ahead of the first context waiter younger than
+// it that follows every older one, or to the tail if there is none: walking back
+// from the tail, context-less waiters are skipped, so it may pass them, as
+// __ww_mutex_add_waiter() does ("Waiters without a context are skipped to avoid
+// starving them").
 func (m *WWMutex) enqueue(w *wwWaiter) int {
 	i := len(m.waiters)
 	if w.ctx != nil {
-		for i > 0 {
-			p := m.waiters[i-1]
-			if p.ctx == nil || w.ctx.youngerThan(p.ctx) {
-				break // stop behind a context-less or an older waiter
+		for j := len(m.waiters) - 1; j >= 0; j-- {
+			p := m.waiters[j]
+			if p.ctx == nil {
+				continue
 			}
-			i--
+			if w.ctx.youngerThan(p.ctx) {
+				break // stop behind an older context waiter
+			}
+			i = j
 		}
 	}
 	m.waiters = append(m.waiters, nil)
@@ -422,11 +431,8 @@ func (m *WWMutex) owner() *AcquireCtx {
 
 // mustBackOff is __ww_mutex_check_kill: a context that holds nothing never backs
 // off; under wound-wait one backs off once wounded; under wait-die one backs off if
-// the holder, or a context waiter queued ahead, is older.
-//
-// The kernel treats any context waiter ahead as older, because it sorts context
-// waiters past context-less ones; enqueue does not overtake context-less waiters,
-// so a younger context waiter can be ahead here, and the stamps are compared.
+// the holder is older or any context waiter is queued ahead (enqueue keeps context
+// waiters in stamp order, so one ahead is older).
 func (m *WWMutex) mustBackOff(w *wwWaiter, pos int) bool {
 	a := w.ctx
 	if a == nil || a.acquired == 0 {
@@ -439,7 +445,7 @@ func (m *WWMutex) mustBackOff(w *wwWaiter, pos int) bool {
 		return true
 	}
 	for _, p := range m.waiters[:pos] {
-		if p.ctx != nil && a.youngerThan(p.ctx) {
+		if p.ctx != nil {
 			return true
 		}
 	}

@@ -956,10 +956,12 @@ func TestWoundWaitNoWoundFromEmptyCtx(t *testing.T) {
 	})
 }
 
-// Wait-die: only a younger context dies. An older context queued behind a younger
-// waiter (a context-less waiter in between keeps it from moving ahead) waits its
-// turn instead of dying because a context waiter is ahead of it.
-func TestWaitDieOlderBehindYoungerWaits(t *testing.T) {
+// Wait-die: an older context queues ahead of a younger context waiter even when a
+// context-less waiter sits between them (__ww_mutex_add_waiter skips waiters
+// without a context), and the younger one, now behind an older context waiter,
+// dies (__ww_mutex_die wakes it, __ww_mutex_check_kill returns -EDEADLK). The
+// context-less waiter keeps its place behind them.
+func TestWaitDieOlderPassesCtxlessWaiterAndYoungerDies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		chk := lockdeptest.New(t)
@@ -967,26 +969,30 @@ func TestWaitDieOlderBehindYoungerWaits(t *testing.T) {
 		var wg sync.WaitGroup
 		goO, goY, goC, releaseL := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 		var oldErr, youngErr, cErr error
+		var order []string // who got l, in order (appended under l)
+
 		wg.Go(func() { // the holder of l, without a context
 			assert.NoError(t, l.Lock(ctx, nil))
 			<-releaseL
 			l.Unlock()
 		})
-		side := func(own *resv.WWMutex, start chan struct{}, err *error) func(a *resv.AcquireCtx) {
+		side := func(name string, own *resv.WWMutex, start chan struct{}, err *error) func(a *resv.AcquireCtx) {
 			return func(a *resv.AcquireCtx) {
 				assert.NoError(t, own.Lock(ctx, a))
 				<-start
 				if *err = l.Lock(ctx, a); *err == nil {
+					order = append(order, name)
 					l.Unlock()
 				}
 				own.Unlock()
 			}
 		}
-		old := startCtx(t, &wg, testWDClass, chk, side(m2, goO, &oldErr))
-		young := startCtx(t, &wg, testWDClass, chk, side(m1, goY, &youngErr))
+		old := startCtx(t, &wg, testWDClass, chk, side("old", m2, goO, &oldErr))
+		young := startCtx(t, &wg, testWDClass, chk, side("young", m1, goY, &youngErr))
 		wg.Go(func() {
 			<-goC
 			if cErr = l.Lock(ctx, nil); cErr == nil {
+				order = append(order, "ctxless")
 				l.Unlock()
 			}
 		})
@@ -996,13 +1002,14 @@ func TestWaitDieOlderBehindYoungerWaits(t *testing.T) {
 		close(goC)
 		synctest.Wait() // the context-less waiter queues behind it
 		close(goO)
-		synctest.Wait() // the older context queues behind that one
+		synctest.Wait() // the older context queues ahead of both; the younger dies
+		assert.Equal(t, int64(1), young.Retries(), "the younger context is behind an older waiter")
 		close(releaseL)
 		wg.Wait()
-		require.NoError(t, youngErr)
+		require.ErrorIs(t, youngErr, resv.ErrDeadlock)
 		require.NoError(t, cErr)
-		require.NoError(t, oldErr, "the older context must not die for a younger waiter")
+		require.NoError(t, oldErr)
 		require.Zero(t, old.Retries())
-		require.Zero(t, young.Retries())
+		require.Equal(t, []string{"old", "ctxless"}, order)
 	})
 }

@@ -57,10 +57,13 @@ func NewExec(flags ExecFlags, checker *lockdep.Checker) *Exec {
 	return &Exec{flags: flags, checker: checker}
 }
 
-// Run calls fn until it returns without contention: nil, with every object fn locked
-// still held; or the first error that is not ErrDeadlock (the objects locked so far
-// stay locked; Fini drops them). ctx bounds every wait. Models
-// drm_exec_until_all_locked() with drm_exec_retry_on_contention().
+// Run calls fn until a pass ends without contention: nil, with every object fn
+// locked still held; or the first error that is not ErrDeadlock (the objects locked
+// so far stay locked; Fini drops them). A pass in which a Lock returned ErrDeadlock
+// is retried whether fn returned that error or ignored it and returned nil, as
+// drm_exec_cleanup() keeps the loop going while an object is contended. ctx bounds
+// every wait. Models drm_exec_until_all_locked() with
+// drm_exec_retry_on_contention().
 func (e *Exec) Run(ctx context.Context, fn func(ctx context.Context) error) error {
 	if e.ticket == nil {
 		e.ticket = NewAcquireCtx(ReservationClass, e.checker)
@@ -75,12 +78,14 @@ func (e *Exec) Run(ctx context.Context, fn func(ctx context.Context) error) erro
 			e.prelocked = c
 		}
 		err := fn(ctx)
-		if err == nil {
+		if err == nil && e.contended == nil {
 			e.prelocked = nil
 			e.ticket.AcquireDone()
 			return nil
 		}
-		if !errors.Is(err, ErrDeadlock) || e.contended == nil {
+		// A pass that hit contention is retried even if fn went on and returned
+		// nil: drm_exec_cleanup() ends the loop only when nothing is contended.
+		if err != nil && (!errors.Is(err, ErrDeadlock) || e.contended == nil) {
 			return err
 		}
 		e.retries++

@@ -406,3 +406,50 @@ func TestExecLockOutsideRun(t *testing.T) {
 	e.Fini()
 	requireUnlocked(t, o1)
 }
+
+// A pass in which a lock hit contention is retried even if fn ignores the
+// ErrDeadlock and returns nil (drm_exec_cleanup ends the loop only when nothing is
+// contended): Run backs off, takes the contended object first, and returns nil
+// only once fn has everything locked.
+func TestExecRetriesContendedPassWhenFnIgnoresDeadlock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		chk := lockdeptest.New(t)
+		a, b := resv.NewObject(chk), resv.NewObject(chk)
+		release := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			older := resv.NewAcquireCtx(resv.ReservationClass, chk) // older than the Exec's ticket
+			assert.NoError(t, b.Lock(ctx, older))
+			<-release
+			b.Unlock()
+			assert.NoError(t, older.Fini())
+		})
+		synctest.Wait() // b is held by the older context
+		e := resv.NewExec(0, chk)
+		var passes int
+		var firstB error
+		err := e.Run(ctx, func(ctx context.Context) error {
+			passes++
+			if err := e.Lock(ctx, a); err != nil {
+				return err
+			}
+			err := e.Lock(ctx, b)
+			if passes == 1 {
+				firstB = err
+				close(release) // b comes free while Run backs off
+			}
+			return nil // ignores the error
+		})
+		wg.Wait()
+		require.NoError(t, err)
+		require.ErrorIs(t, firstB, resv.ErrDeadlock)
+		require.Equal(t, 2, passes)
+		require.Equal(t, 1, e.Retries())
+		require.False(t, e.IsContended())
+		requireLockedBy(t, e, a, b)
+		requireSameSlice(t, []*resv.Object{b, a}, e.Objects(), "the contended object first")
+		e.Fini()
+		requireUnlocked(t, a, b)
+	})
+}

@@ -50,7 +50,9 @@
 // # Differences from the kernel
 //
 // Reference counting is the garbage collector's. The kernel's CONFIG_DEBUG_MUTEXES
-// behaviour of letting reservations lapse at unlock is always on. Lock is the
+// behaviour of letting reservations lapse at unlock is always on, and AddFence
+// appends exactly as many fences as Reserve reserved, where the kernel lets
+// appends through up to the list's capacity (see Object.Reserve). Lock is the
 // interruptible variant, with ctx standing for signals. Wait-list hand-off is strict
 // FIFO by stamp; the kernel lets a running task steal an unlocked mutex.
 package resv

@@ -18,8 +18,10 @@ var (
 	// as reserving zero fence slots. Nothing changed. Models -EINVAL and the
 	// kernel's WARN_ONs.
 	ErrInvalid = errors.New("resv: invalid argument")
-	// ErrNoSlot is AddFence without a reserved slot. The object is unchanged.
-	// Models the BUG_ON in dma_resv_add_fence().
+	// ErrNoSlot is an AddFence that appends without a slot reserved in this
+	// critical section. The object is unchanged. Models the BUG_ON in
+	// dma_resv_add_fence(), stricter: the kernel only crashes once the list's
+	// capacity, which may exceed the reservation, is used up (see Object.Reserve).
 	ErrNoSlot = errors.New("resv: no fence slot reserved")
 	// ErrNotLocked is an operation that needs the reservation lock, called without it.
 	// Models dma_resv_assert_held() (a lockdep warning in the kernel).

@@ -9,7 +9,7 @@ import "sync/atomic"
 func ForceRestart(o *Object) {
 	old := o.list.Load()
 	n := int(old.num.Load())
-	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(old.slots))}
+	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(old.slots)), max: old.max}
 	for i := range n {
 		nl.slots[i].Store(old.slots[i].Load())
 	}

@@ -27,9 +27,10 @@ import (
 // same or weaker usage, not an older fence; or any signalled entry), appends only
 // into reserved slots, reservations lapse at Unlock, and a Reserve that needs a
 // new list drops signalled entries. When a Reserve needs a new list is the one
-// implementation detail the model mirrors (Object reuses spare capacity where the
-// kernel always reallocates after an unlock): cap is the list's capacity, grown
-// as dma_resv_reserve_fences grows it.
+// implementation detail the model mirrors, as a CONFIG_DEBUG_MUTEXES kernel
+// decides it: kmax is the list's max_fences, grown as dma_resv_reserve_fences grows
+// it and cut to the number of entries at Unlock, so the first Reserve after an
+// Unlock always makes a new list.
 type resvMachine struct {
 	chk       *lockdep.Checker
 	o         *resv.Object
@@ -37,8 +38,8 @@ type resvMachine struct {
 	made      [][]*fence.Fence // per context, every fence made on it
 	signalled map[*fence.Fence]bool
 
-	list     []entry // the model
-	cap, max int     // list capacity; slots usable by appends
+	list      []entry // the model
+	kmax, max int     // the list's max_fences; entries AddFence may fill
 
 	held []*resv.Object // locked by this goroutine, for the cleanup after a failure
 }
@@ -98,18 +99,17 @@ func (m *resvMachine) reserve(t *rapid.T) {
 		t.Fatalf("Reserve(%d): %v", n, err)
 	}
 	num := len(m.list)
-	switch {
-	case m.max > 0 && num+n <= m.max: // already reserved
-	case num+n <= m.cap:
-		m.max = num + n
-	default: // a new list: max(4, roundup_pow_of_two(n)) or max(num+n, 2*cap)
-		size := max(4, 1<<bits.Len(uint(n-1)))
-		if m.cap > 0 {
-			size = max(num+n, 2*m.cap)
-		}
-		m.list = m.unsignalled(m.list)
-		m.cap, m.max = size, len(m.list)+n
+	if m.kmax > 0 && num+n <= m.kmax { // fits the list: reserve exactly n more
+		m.max = max(m.max, num+n)
+		return
 	}
+	// A new list: max(4, roundup_pow_of_two(n)) or max(num+n, 2*max_fences).
+	size := max(4, 1<<bits.Len(uint(n-1)))
+	if m.kmax > 0 {
+		size = max(num+n, 2*m.kmax)
+	}
+	m.list = m.unsignalled(m.list)
+	m.kmax, m.max = size, len(m.list)+n
 }
 
 func (m *resvMachine) add(t *rapid.T) {
@@ -133,7 +133,7 @@ func (m *resvMachine) add(t *rapid.T) {
 			return
 		}
 	}
-	if len(m.list) >= m.max || len(m.list) >= m.cap {
+	if len(m.list) >= m.max {
 		if err == nil {
 			t.Fatalf("AddFence(%v, %v) appended without a reserved slot", f, u)
 		}
@@ -183,7 +183,7 @@ func (m *resvMachine) relock(t *rapid.T) {
 	if err := m.lock(m.o); err != nil {
 		t.Fatalf("Lock: %v", err)
 	}
-	m.max = len(m.list) // reservations lapse at Unlock
+	m.kmax, m.max = len(m.list), len(m.list) // reservations lapse at Unlock
 }
 
 // copyIn fills a fresh object with fences of distinct contexts (so that none
@@ -221,7 +221,7 @@ func (m *resvMachine) copyIn(t *rapid.T) {
 		t.Fatalf("CopyFences: %v", err)
 	}
 	m.list = m.unsignalled(srcList)
-	m.cap, m.max = len(m.list), len(m.list)
+	m.kmax, m.max = len(m.list), len(m.list)
 }
 
 // check compares the object with the model for every usage.

@@ -27,14 +27,18 @@ import (
 // add happens after the point of no return of a submission: the job is armed and its
 // fence must be published, so the add must not fail or allocate. The reservation
 // lapses at Unlock, as with CONFIG_DEBUG_MUTEXES in the kernel, so every add is
-// preceded by a reserve in the same critical section.
+// preceded by a reserve in the same critical section. See Reserve for how exactly
+// the model counts slots.
 //
 // Use NewObject; an Object must not be copied.
 type Object struct {
 	lock    *WWMutex
 	checker *lockdep.Checker
 	list    atomic.Pointer[fenceList] // replaced only by Reserve and CopyFences, under lock
-	max     int                       // guarded by lock: slots usable by AddFence
+	// max is guarded by lock: the entries AddFence may fill, appends included; the
+	// largest count a Reserve of this critical section asked for, never above the
+	// list's max.
+	max int
 }
 
 // fenceList is one published list. Slots at index < num are valid and each is
@@ -42,6 +46,10 @@ type Object struct {
 type fenceList struct {
 	slots []atomic.Pointer[slot] // capacity of the list
 	num   atomic.Int32
+	// max is dma_resv_list.max_fences, guarded by the object's lock: the capacity
+	// when allocated, cut to num at Unlock (dma_resv_reset_max_fences). Reserve
+	// reuses the list only while the request fits within it.
+	max int
 }
 
 type slot struct {
@@ -77,9 +85,13 @@ func (o *Object) LockSlow(ctx context.Context, a *AcquireCtx) error {
 // dma_resv_trylock().
 func (o *Object) TryLock() bool { return o.lock.TryLock(nil) }
 
-// Unlock unlocks o. Unused fence slots lapse. Models dma_resv_unlock().
+// Unlock unlocks o. Unused fence slots lapse: the next Reserve allocates a new
+// list. Models dma_resv_unlock() with CONFIG_DEBUG_MUTEXES, that is with
+// dma_resv_reset_max_fences().
 func (o *Object) Unlock() {
-	o.max = int(o.list.Load().num.Load())
+	l := o.list.Load()
+	l.max = int(l.num.Load())
+	o.max = l.max
 	o.lock.Unlock()
 }
 
@@ -108,8 +120,25 @@ func (o *Object) held() error {
 }
 
 // Reserve makes room for n more AddFence calls that append, so that they cannot
-// fail. The lock must be held. n == 0 is an error wrapping ErrInvalid. A new list
-// drops the entries whose fences have signalled. Models dma_resv_reserve_fences().
+// fail: after it, the object may hold the fences it has now plus n (reservations
+// do not add up: a second Reserve(n) asks for the same room again). The lock must
+// be held. n == 0 is an error wrapping ErrInvalid. Models
+// dma_resv_reserve_fences() of a CONFIG_DEBUG_MUTEXES kernel.
+//
+// As in the kernel, the list is reused if the request fits its max_fences, else a
+// new one is allocated (max(4, roundup_pow_of_two(n)) slots for the first, else
+// max(num+n, 2*max_fences)) and published, dropping the entries whose fences have
+// signalled; lock-free readers then restart. Since Unlock cuts max_fences to the
+// number of fences, the first Reserve after an Unlock always allocates, as the
+// debug kernel's does.
+//
+// The model differs in what AddFence may append: exactly what was reserved, where
+// the kernel lets appends through up to the list's capacity, which is at least
+// what was asked for and often more (the rounding above, plus the slab bucket
+// ksize() reports, which the model does not round to). A driver that appends more
+// than it reserved works in the kernel until the spare capacity runs out, at a
+// BUG_ON that depends on the allocator and the object's history; the model refuses
+// the first append beyond the reservation with ErrNoSlot, every time.
 func (o *Object) Reserve(n int) error {
 	if err := o.held(); err != nil {
 		return err
@@ -119,18 +148,17 @@ func (o *Object) Reserve(n int) error {
 	}
 	old := o.list.Load()
 	num := int(old.num.Load())
-	if o.max > 0 && num+n <= o.max {
-		return nil
+	var size int
+	if old.max > 0 {
+		if num+n <= old.max {
+			o.max = max(o.max, num+n)
+			return nil
+		}
+		size = max(num+n, 2*old.max)
+	} else {
+		size = max(4, 1<<bits.Len(uint(n-1)))
 	}
-	if num+n <= len(old.slots) {
-		o.max = num + n
-		return nil
-	}
-	size := max(4, 1<<bits.Len(uint(n-1)))
-	if len(old.slots) > 0 {
-		size = max(num+n, 2*len(old.slots))
-	}
-	nl := &fenceList{slots: make([]atomic.Pointer[slot], size)}
+	nl := &fenceList{slots: make([]atomic.Pointer[slot], size), max: size}
 	j := 0
 	for i := range num {
 		s := old.slots[i].Load()
@@ -142,13 +170,14 @@ func (o *Object) Reserve(n int) error {
 	}
 	nl.num.Store(int32(j))
 	o.list.Store(nl)
-	o.max = j + n
+	o.max = j + n // an earlier reservation of this section fitted the old max, so it is less
 	return nil
 }
 
 // AddFence adds f with usage u. If an entry of the same context with an equal or
 // weaker usage holds an older fence, or any entry's fence has signalled, f takes
-// that slot; otherwise it needs a slot reserved with Reserve (else ErrNoSlot). The
+// that slot; otherwise it appends, which needs a slot reserved with Reserve in this
+// critical section (else ErrNoSlot; see Reserve for how the model counts). The
 // lock must be held. A long-running fence is refused (ErrLongRunning, reported to
 // lockdep), as is a container (ErrContainer); on any error o is unchanged. Models
 // dma_resv_add_fence().
@@ -301,7 +330,7 @@ func CopyFences(dst, src *Object) error {
 		return err
 	}
 	got := src.snapshot(Bookkeep)
-	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(got))}
+	nl := &fenceList{slots: make([]atomic.Pointer[slot], len(got)), max: len(got)}
 	for i, sl := range got {
 		nl.slots[i].Store(sl) // slots are immutable: sharing them is safe
 	}

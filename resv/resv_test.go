@@ -156,8 +156,10 @@ func TestAddFenceRecyclesFirstSignalled(t *testing.T) {
 }
 
 // Reserve: zero (or fewer) slots is an error; n slots allow exactly n appends
-// from now, not n more than an earlier reservation (the kernel's reservations do
-// not add up); the reservation lapses at Unlock.
+// from now, though the list has room for 4 (the model is stricter than the kernel,
+// which appends up to the list's capacity), not n more than an earlier
+// reservation (the kernel's reservations do not add up); the reservation lapses at
+// Unlock.
 func TestReserve(t *testing.T) {
 	ctx := context.Background()
 	chk := lockdeptest.New(t)
@@ -191,6 +193,35 @@ func TestReserveDropsSignalled(t *testing.T) {
 	require.NoError(t, b.Signal())
 	require.NoError(t, o.Reserve(8)) // 3+8 > 4: a new list
 	requireSameSlice(t, []entry{{a, resv.Kernel}, {c, resv.Read}}, lockedEntries(o))
+}
+
+// The first Reserve after an Unlock makes a new list even though the old one has
+// room, as a CONFIG_DEBUG_MUTEXES kernel's does (dma_resv_unlock cut max_fences to
+// the number of fences): the signalled entries are dropped and a lock-free reader
+// walking the old list restarts. Within one critical section a Reserve that fits
+// keeps the list.
+func TestReserveAfterUnlockMakesNewList(t *testing.T) {
+	ctx := context.Background()
+	chk := lockdeptest.New(t)
+	o := lockedObject(t, chk)
+	a, b := newTimeline(chk).Next(), newTimeline(chk).Next()
+	addAll(t, o, entry{a, resv.Write}, entry{b, resv.Read}) // a list of 4
+	it := o.Iter(resv.Bookkeep)
+	require.Same(t, a, it.Next())
+	require.NoError(t, o.Reserve(1)) // 2+1 <= 4: the same list
+	require.Same(t, b, it.Next())
+	require.False(t, it.IsRestarted())
+
+	require.NoError(t, b.Signal())
+	o.Unlock()
+	require.NoError(t, o.Lock(ctx, nil))
+	it = o.Iter(resv.Bookkeep)
+	require.Same(t, a, it.Next())
+	require.NoError(t, o.Reserve(1)) // would fit the old list: a new one all the same
+	requireSameSlice(t, []entry{{a, resv.Write}}, lockedEntries(o), "the signalled entry is dropped")
+	require.Same(t, a, it.Next(), "the reader restarts on the new list")
+	require.True(t, it.IsRestarted())
+	require.Nil(t, it.Next())
 }
 
 // Changes need the lock: without it they fail with ErrNotLocked and change

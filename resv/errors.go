@@ -35,6 +35,9 @@ var (
 	ErrContainer = fmt.Errorf("%w: container fence (array or chain) added to a reservation", ErrInvalid)
 
 	errSlowHeld       = fmt.Errorf("%w: LockSlow with other locks held in the acquire context", ErrInvalid)
+	errSlowNoDeadlock = fmt.Errorf("%w: LockSlow without an ErrDeadlock to resolve in the acquire context", ErrInvalid)
+	errContendedOther = fmt.Errorf("%w: lock of another ww mutex before the contended one, after ErrDeadlock", ErrInvalid)
+	errContendedHeld  = fmt.Errorf("%w: lock of the contended ww mutex with other locks still held, after ErrDeadlock", ErrInvalid)
 	errCtxDone        = fmt.Errorf("%w: acquire context used after Fini", ErrInvalid)
 	errCtxAcquireDone = fmt.Errorf("%w: lock in an acquire context after AcquireDone", ErrInvalid)
 	errCtxClass       = fmt.Errorf("%w: acquire context of another ww class", ErrInvalid)

@@ -89,8 +89,12 @@ type AcquireCtx struct {
 	wounded  atomic.Bool
 	done     bool // AcquireDone called
 	finished bool // Fini called
-	retries  atomic.Int64
-	holders  [2]holder // WWMutex.state values for locks this context holds
+	// contending is the mutex the last ErrDeadlock was for, until the context
+	// acquires it (the kernel's debug field contending_lock). Only the context's
+	// goroutine uses it.
+	contending *WWMutex
+	retries    atomic.Int64
+	holders    [2]holder // WWMutex.state values for locks this context holds
 }
 
 // NewAcquireCtx begins a transaction on class c, reporting to checker (nil: the
@@ -226,18 +230,45 @@ func (m *WWMutex) Owner() *AcquireCtx {
 // LockSlow); or ctx.Err() if ctx ends first. A nil a locks m as a plain mutex,
 // without deadlock avoidance. On any error nothing is held. Models
 // ww_mutex_lock_interruptible() (ww_mutex_lock with context.Background()).
+//
+// After an ErrDeadlock, the next lock a takes must be that contended mutex, with
+// every other lock of a unlocked first (LockSlow, or Lock, or TryLock). Locking
+// another mutex, or the contended one with other locks still held, returns an
+// error wrapping ErrInvalid and changes nothing (TryLock fails), where the
+// kernel's DEBUG_WW_MUTEXES build warns in ww_mutex_lock_acquired() ("After
+// -EDEADLK you tried to acquire a different ww_mutex? Bad!").
 func (m *WWMutex) Lock(ctx context.Context, a *AcquireCtx) error {
 	return m.lock(ctx, a, false)
 }
 
 // LockSlow locks m after a back-off: a holds no other lock, so it cannot be told to
-// back off and simply waits its turn (or ctx ends). Models
+// back off and simply waits its turn (or ctx ends). m must be the mutex of a's
+// last ErrDeadlock. With other locks held in a, or without an ErrDeadlock to
+// resolve, it returns an error wrapping ErrInvalid and changes nothing, where the
+// kernel's DEBUG_WW_MUTEXES build warns (ww_mutex_lock_acquired() and
+// ww_mutex_lock_slow_interruptible()'s check of contending_lock). Models
 // ww_mutex_lock_slow_interruptible().
 func (m *WWMutex) LockSlow(ctx context.Context, a *AcquireCtx) error {
 	if a != nil && a.acquired != 0 {
 		return errSlowHeld
 	}
 	return m.lock(ctx, a, true)
+}
+
+// checkContending applies the DEBUG_WW_MUTEXES rules for what a may lock after
+// an ErrDeadlock (ww_mutex_lock_acquired(), ww_mutex_lock_slow()).
+func (a *AcquireCtx) checkContending(m *WWMutex, slow bool) error {
+	switch {
+	case a.contending == nil:
+		if slow {
+			return errSlowNoDeadlock
+		}
+	case a.contending != m:
+		return errContendedOther
+	case a.acquired > 0:
+		return errContendedHeld
+	}
+	return nil
 }
 
 func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
@@ -256,6 +287,11 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 	if h := m.state.Load(); a != nil && h != nil && h.ctx == a {
 		return ErrAlready
 	}
+	if a != nil {
+		if err := a.checkContending(m, slow); err != nil {
+			return err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -271,6 +307,7 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 	if m.state.CompareAndSwap(nil, holderOf(a, false)) {
 		if a != nil {
 			a.acquired++
+			a.contending = nil
 		}
 		return nil
 	}
@@ -278,8 +315,12 @@ func (m *WWMutex) lock(ctx context.Context, a *AcquireCtx, slow bool) error {
 		m.dep.Release()
 		if err == ErrDeadlock {
 			a.retries.Add(1)
+			a.contending = m
 		}
 		return err
+	}
+	if a != nil {
+		a.contending = nil
 	}
 	return nil
 }
@@ -476,9 +517,10 @@ func (m *WWMutex) afterEnqueue(w *wwWaiter, pos int) {
 
 // TryLock locks m if it is free, without waiting, and reports whether it did. In an
 // acquire context it never returns ErrAlready or ErrDeadlock: a lock the context
-// already holds just fails. Models ww_mutex_trylock().
+// already holds just fails, as does one that breaks the rules after an
+// ErrDeadlock (see Lock). Models ww_mutex_trylock().
 func (m *WWMutex) TryLock(a *AcquireCtx) bool {
-	if a != nil && (a.finished || a.done || a.class != m.class) {
+	if a != nil && (a.finished || a.done || a.class != m.class || a.checkContending(m, false) != nil) {
 		return false
 	}
 	if a != nil && a.acquired == 0 && a.wounded.Load() {
@@ -489,6 +531,7 @@ func (m *WWMutex) TryLock(a *AcquireCtx) bool {
 	}
 	if a != nil {
 		a.acquired++
+		a.contending = nil
 	}
 	m.dep.TryAcquired(lockdep.Exclusive) // a trylock orders nothing, nest or not
 	return true

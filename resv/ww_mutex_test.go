@@ -643,9 +643,10 @@ func TestWWMutexCancelRacingHandOff(t *testing.T) {
 	})
 }
 
-// LockSlow is for after a back-off: with other locks held in the context it is
-// refused, and nothing changes.
-func TestWWMutexLockSlowWithLocksHeld(t *testing.T) {
+// LockSlow is for after a back-off: with other locks held in the context, or
+// without an ErrDeadlock to resolve (ww_mutex_lock_slow's debug check of
+// contending_lock), it is refused, and nothing changes.
+func TestWWMutexLockSlowWithoutBackOff(t *testing.T) {
 	perClass(t, func(t *testing.T, c *resv.WWClass) {
 		ctx := context.Background()
 		chk := lockdeptest.New(t)
@@ -656,9 +657,61 @@ func TestWWMutexLockSlowWithLocksHeld(t *testing.T) {
 		require.False(t, m2.IsLocked())
 		require.Equal(t, 1, a.Acquired())
 		m1.Unlock()
-		require.NoError(t, m2.LockSlow(ctx, a), "allowed once nothing is held")
+		require.ErrorIs(t, m2.LockSlow(ctx, a), resv.ErrInvalid, "no ErrDeadlock to resolve")
+		require.False(t, m2.IsLocked())
+		require.Zero(t, a.Acquired())
+		require.NoError(t, m2.Lock(ctx, a), "the context is still usable")
 		m2.Unlock()
 		require.NoError(t, a.Fini())
+	})
+}
+
+// After an ErrDeadlock the context's next lock must be the contended mutex, with
+// everything else unlocked first (ww_mutex_lock_acquired's DEBUG_WW_MUTEXES
+// checks of contending_lock and acquired): locking another mutex, by Lock,
+// LockSlow or TryLock, or the contended one with a lock still held, is refused and
+// changes nothing. Once the contended mutex is taken the context is free again.
+func TestWWMutexAfterDeadlockOnlyContendedMutex(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		chk := lockdeptest.New(t)
+		a, b, other := resv.NewWWMutex(testWDClass, chk), resv.NewWWMutex(testWDClass, chk), resv.NewWWMutex(testWDClass, chk)
+		release := make(chan struct{})
+		var wg sync.WaitGroup
+		startCtx(t, &wg, testWDClass, chk, func(old *resv.AcquireCtx) {
+			assert.NoError(t, b.Lock(ctx, old))
+			<-release
+			b.Unlock()
+		})
+		synctest.Wait() // the older context holds b
+		young := resv.NewAcquireCtx(testWDClass, chk)
+		require.NoError(t, a.Lock(ctx, young))
+		require.ErrorIs(t, b.Lock(ctx, young), resv.ErrDeadlock)
+
+		requireRefused := func(msg string) {
+			t.Helper()
+			held := young.Acquired()
+			require.ErrorIs(t, other.Lock(ctx, young), resv.ErrInvalid, msg)
+			require.ErrorIs(t, other.LockSlow(ctx, young), resv.ErrInvalid, msg)
+			require.False(t, other.TryLock(young), msg)
+			require.False(t, other.IsLocked(), msg)
+			require.Equal(t, held, young.Acquired(), msg)
+		}
+		requireRefused("another mutex, a still held")
+		require.ErrorIs(t, b.Lock(ctx, young), resv.ErrInvalid, "the contended mutex, a still held")
+		require.False(t, b.TryLock(young))
+		require.Same(t, young, a.Owner())
+		require.NotSame(t, young, b.Owner())
+		a.Unlock()
+		requireRefused("another mutex, nothing held")
+
+		close(release)
+		require.NoError(t, b.LockSlow(ctx, young))
+		require.NoError(t, other.Lock(ctx, young), "resolved: any mutex again")
+		require.NoError(t, a.Lock(ctx, young))
+		unlockAll([]*resv.WWMutex{a, other, b})
+		require.NoError(t, young.Fini())
+		wg.Wait()
 	})
 }
 

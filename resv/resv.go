@@ -188,6 +188,9 @@ func (o *Object) AddFence(f *fence.Fence, u Usage) error {
 	if err := o.acceptable(f, u); err != nil {
 		return err
 	}
+	if fence.AsArray(f) != nil || fence.AsChain(f) != nil {
+		return ErrContainer
+	}
 	l := o.list.Load()
 	num := int(l.num.Load())
 	for i := range num {
@@ -206,6 +209,8 @@ func (o *Object) AddFence(f *fence.Fence, u Usage) error {
 	return nil
 }
 
+// acceptable refuses what no reservation object may hold: no fence, a usage out of
+// range, a long-running fence.
 func (o *Object) acceptable(f *fence.Fence, u Usage) error {
 	switch {
 	case f == nil || u > Bookkeep:
@@ -213,15 +218,16 @@ func (o *Object) acceptable(f *fence.Fence, u Usage) error {
 	case f.IsLongRunning():
 		o.lockdep().LongRunningInReservation(f.Describe())
 		return ErrLongRunning
-	case fence.AsArray(f) != nil || fence.AsChain(f) != nil:
-		return ErrContainer
 	}
 	return nil
 }
 
 // ReplaceFences replaces every fence of context ctxID with replacement, now of
 // usage u (which may be stronger or weaker). It needs no reservation. The lock must
-// be held. Models dma_resv_replace_fences().
+// be held. A long-running replacement is refused as AddFence refuses it; a
+// container (array or chain) is accepted, as dma_resv_replace_fences() has no
+// check for one (only dma_resv_add_fence() warns). Models
+// dma_resv_replace_fences().
 func (o *Object) ReplaceFences(ctxID uint64, replacement *fence.Fence, u Usage) error {
 	if err := o.held(); err != nil {
 		return err

@@ -360,6 +360,27 @@ func TestReplaceFences(t *testing.T) {
 	require.ErrorIs(t, o.AddFence(c.Next(), resv.Read), resv.ErrNoSlot, "replacing reserved nothing")
 }
 
+// ReplaceFences accepts a container (array or chain) as the replacement:
+// dma_resv_replace_fences has no container check, only dma_resv_add_fence warns.
+// nil is still refused.
+func TestReplaceFencesAcceptsContainer(t *testing.T) {
+	chk := lockdeptest.New(t)
+	o := lockedObject(t, chk)
+	c := newTimeline(chk)
+	f := c.Next()
+	addAll(t, o, entry{f, resv.Bookkeep})
+	f1, f2 := newTimeline(chk).Next(), newTimeline(chk).Next()
+	array := fence.NewArray([]*fence.Fence{f1, f2}, fence.AllocContexts(1), 1, false)
+	chain := fence.NewChain(nil, f1, 1)
+
+	require.NoError(t, o.ReplaceFences(c.ID(), &array.Fence, resv.Bookkeep))
+	requireSameSlice(t, []entry{{&array.Fence, resv.Bookkeep}}, lockedEntries(o))
+	require.NoError(t, o.ReplaceFences(array.Context().ID(), &chain.Fence, resv.Write))
+	requireSameSlice(t, []entry{{&chain.Fence, resv.Write}}, lockedEntries(o))
+	require.ErrorIs(t, o.ReplaceFences(chain.Context().ID(), nil, resv.Write), resv.ErrInvalid)
+	requireSameSlice(t, []entry{{&chain.Fence, resv.Write}}, lockedEntries(o))
+}
+
 // GetSingleton: nil for no fence, the fence itself for one, and for several an
 // array that signals when they all have.
 func TestGetSingleton(t *testing.T) {

@@ -245,13 +245,14 @@ func (o *Object) ReplaceFences(ctxID uint64, replacement *fence.Fence, u Usage) 
 }
 
 // Fences yields, in slot order, every fence with usage u or stronger, signalled ones
-// included, with its usage. The lock must be held for the whole iteration. Models
+// included, with its usage. The lock must be held for the whole iteration: if the
+// calling goroutine does not hold it, lockdep reports (KindAssert) and the walk
+// goes on all the same, over the list published when it began, as
+// dma_resv_iter_first() does after its dma_resv_assert_held(). Models
 // dma_resv_for_each_fence().
 func (o *Object) Fences(u Usage) iter.Seq2[*fence.Fence, Usage] {
 	return func(yield func(*fence.Fence, Usage) bool) {
-		if o.held() != nil {
-			return
-		}
+		o.AssertHeld()
 		l := o.list.Load()
 		for i := range int(l.num.Load()) {
 			s := l.slots[i].Load()
@@ -375,7 +376,8 @@ func (o *Object) SetDeadline(u Usage, t time.Time) {
 }
 
 // Describe lists the fences of usage Read or stronger, one per line, for debugfs.
-// The lock must be held. Models dma_resv_describe().
+// The lock must be held: without it lockdep reports, and the list is made all the
+// same (see Fences). Models dma_resv_describe().
 func (o *Object) Describe() string {
 	var b strings.Builder
 	for f, u := range o.Fences(Read) {

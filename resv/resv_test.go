@@ -225,10 +225,12 @@ func TestReserveAfterUnlockMakesNewList(t *testing.T) {
 }
 
 // Changes need the lock: without it they fail with ErrNotLocked and change
-// nothing, and the locked iteration yields nothing.
+// nothing (misuse is an error). The locked iteration without the lock is a
+// lockdep report, as dma_resv_iter_first's dma_resv_assert_held() splats, and it
+// iterates all the same, as the kernel's does.
 func TestNotLocked(t *testing.T) {
 	ctx := context.Background()
-	chk := lockdeptest.New(t)
+	chk, col := lockdeptest.Collect(t)
 	o, src := resv.NewObject(chk), resv.NewObject(chk)
 	f := newTimeline(chk).Next()
 	require.NoError(t, o.Lock(ctx, nil))
@@ -240,7 +242,9 @@ func TestNotLocked(t *testing.T) {
 	require.ErrorIs(t, o.AddFence(g, resv.Write), resv.ErrNotLocked)
 	require.ErrorIs(t, o.ReplaceFences(f.Context().ID(), g, resv.Write), resv.ErrNotLocked)
 	require.ErrorIs(t, resv.CopyFences(o, src), resv.ErrNotLocked)
-	require.Empty(t, lockedEntries(o))
+	lockdeptest.RequireClean(t, col)
+	requireSameSlice(t, []entry{{f, resv.Write}}, lockedEntries(o), "iterates all the same")
+	lockdeptest.RequireKinds(t, col, lockdep.KindAssert)
 	requireSameSlice(t, []*fence.Fence{f}, o.GetFences(resv.Bookkeep), "unchanged")
 }
 
@@ -515,9 +519,10 @@ func TestSetDeadline(t *testing.T) {
 }
 
 // Describe lists the fences of usage Read or stronger, signalled ones included,
-// one line each, as dma_resv_describe does.
+// one line each, as dma_resv_describe does; without the lock, lockdep reports and
+// the list is made all the same.
 func TestDescribe(t *testing.T) {
-	chk := lockdeptest.New(t)
+	chk, col := lockdeptest.Collect(t)
 	o := lockedObject(t, chk)
 	gfx := fence.NewContext("drv", "gfx", fence.WithChecker(chk))
 	cp := fence.NewContext("drv", "copy", fence.WithChecker(chk))
@@ -526,13 +531,14 @@ func TestDescribe(t *testing.T) {
 	w, r, k, bk := gfx.New(1), cp.New(7), mm.New(3), pt.New(2)
 	addAll(t, o, entry{w, resv.Write}, entry{r, resv.Read}, entry{bk, resv.Bookkeep}, entry{k, resv.Kernel})
 	require.NoError(t, r.Signal())
-	require.Equal(t,
-		"\twrite fence: drv gfx seq 1 unsignalled\n"+
-			"\tread fence: drv copy seq 7 signalled\n"+
-			"\tkernel fence: ttm move seq 3 unsignalled\n",
-		o.Describe())
+	const want = "\twrite fence: drv gfx seq 1 unsignalled\n" +
+		"\tread fence: drv copy seq 7 signalled\n" +
+		"\tkernel fence: ttm move seq 3 unsignalled\n"
+	require.Equal(t, want, o.Describe())
+	lockdeptest.RequireClean(t, col)
 	o.Unlock()
-	require.Empty(t, o.Describe(), "needs the lock")
+	require.Equal(t, want, o.Describe(), "without the lock: listed all the same")
+	lockdeptest.RequireKinds(t, col, lockdep.KindAssert)
 }
 
 // A lock-free reader whose list is replaced by an empty one after it gathered

@@ -143,3 +143,65 @@ func holdLocked(t *testing.T, bo *resv.Object) (release func()) {
 		<-done
 	}
 }
+
+// Binding a buffer twice, or the VM's own reservation object, does nothing, as
+// drm_gpuvm lists an external object once however often it is mapped: the next
+// eviction rebinds as usual, queues still join, and no object holds a preempt
+// fence twice.
+func TestAddBufferTwiceOrTheVMsOwnIsANoOp(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		t.Run(map[bool]string{false: "same buffer", true: "VM's reservation"}[own], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				r := newRig(t, lockdeptest.New(t), 2)
+				j, err := r.q.Push(ctx, "job")
+				require.NoError(t, err)
+				bo := r.bo
+				if own {
+					bo = r.vm.Resv
+				}
+				before := len(fencesOf(t, bo))
+				require.NoError(t, r.vm.AddBuffer(ctx, bo))
+				require.Len(t, fencesOf(t, bo), before, "a second binding added fences")
+
+				require.NoError(t, r.vm.Evict(ctx, r.bo))
+				synctest.Wait()
+				require.NoError(t, r.vm.Err())
+				require.NoError(t, r.q.Err())
+				require.Equal(t, 1, r.vm.Rebinds())
+				require.False(t, j.Done().IsSignaled(), "the job ended: %v", j.Done().Error())
+
+				q2 := newQueue(t, r.chk, &engine{}, 1)
+				require.NoError(t, r.vm.AddQueue(ctx, q2))
+			})
+		})
+	}
+}
+
+// Close bans every queue still attached, including one that was preempted and is
+// waiting for a rebind that Close cancels: it would never run again, and must not
+// take pushes as if it would.
+func TestVMCloseBansAQueueWaitingForItsRebind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		r := newRig(t, lockdeptest.New(t), 4)
+		j, err := r.q.Push(ctx, "a")
+		require.NoError(t, err)
+		release := holdLocked(t, r.bo) // the rebind worker cannot lock bo
+		pf := r.vm.PreemptFence(r.q)
+		pf.EnableSignaling()
+		synctest.Wait()
+		require.True(t, pf.IsSignaled(), "suspended")
+
+		r.vm.Close()
+		release()
+		synctest.Wait()
+		_, _, resumes := r.eng.counts()
+		require.Zero(t, resumes)
+		require.ErrorIs(t, r.q.Err(), lr.ErrClosed)
+		require.True(t, j.Done().IsSignaled())
+		require.ErrorIs(t, j.Done().Error(), lr.ErrClosed)
+		_, err = r.q.Push(ctx, "b")
+		require.Error(t, err, "a push to a queue that will never run again")
+	})
+}

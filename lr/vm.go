@@ -108,9 +108,13 @@ func (vm *VM) objects() []*resv.Object {
 // AddBuffer binds an external buffer to the VM: every LR queue's current preempt
 // fence is added to it with Bookkeep usage. A call that gives up (ctx ends while
 // bo is locked by someone else) changes nothing: bo is bound only once the
-// fences are in it. A closed VM returns ErrClosed. Models binding an external
-// buffer object to a VM in LR mode, as Xe's VM_BIND does with
-// xe_vm_lock_dma_resv() and the preempt fences' reinstall.
+// fences are in it. A closed VM returns ErrClosed. Binding a buffer that is
+// already bound, or the VM's own reservation object, does nothing: the VM lists
+// an external object once however many times it is mapped, as
+// drm_gpuvm_bo_extobj_add() does, and a buffer sharing the VM's reservation is
+// not external at all. Models binding an external buffer object to a VM in LR
+// mode, as Xe's VM_BIND does with xe_vm_lock_dma_resv() and the preempt fences'
+// reinstall.
 func (vm *VM) AddBuffer(ctx context.Context, bo *resv.Object) error {
 	vm.lock.Lock() // no queue joins and no rebind swaps fences until bo is bound
 	defer vm.lock.Unlock()
@@ -118,6 +122,10 @@ func (vm *VM) AddBuffer(ctx context.Context, bo *resv.Object) error {
 	if err := vm.usable(); err != nil {
 		vm.mu.Unlock()
 		return err
+	}
+	if bo == vm.Resv || slices.Contains(vm.bos, bo) {
+		vm.mu.Unlock()
+		return nil
 	}
 	var fences []*fence.Fence
 	for _, st := range vm.queues {
@@ -169,7 +177,7 @@ func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 		return err
 	}
 	objs := vm.objects()
-	e := resv.NewExec(0, vm.checker)
+	e := resv.NewExec(resv.IgnoreDuplicates, vm.checker)
 	defer e.Fini()
 	if err := e.Run(ctx, func(ctx context.Context) error {
 		return e.PrepareAll(ctx, objs, 1)
@@ -408,7 +416,7 @@ func (vm *VM) rebind(ctx context.Context) error {
 		return nil // no preemption pending: nothing to do (preempt_fences_waiting())
 	}
 	objs := vm.objects()
-	e := resv.NewExec(0, vm.checker)
+	e := resv.NewExec(resv.IgnoreDuplicates, vm.checker)
 	defer e.Fini()
 	err := e.Run(ctx, func(ctx context.Context) error {
 		return e.PrepareAll(ctx, objs, len(states))
@@ -497,11 +505,14 @@ func (vm *VM) kill(err error) {
 }
 
 // Close stops the VM's workers and waits for them. Queues are closed by their
-// owners. A preempt fence still pending is signalled with ErrClosed and its queue
-// is banned (if it was not already): without the workers nobody else would signal
-// it, and external buffers outlive the VM, so a later eviction would wait for it
-// forever; banning the queue is what makes the signal true, since a banned queue
-// never runs again. Models xe_vm_close_and_put().
+// owners, but every queue still attached is banned with ErrClosed (unless it was
+// banned already): without the rebind worker a queue that is preempted now, or
+// was preempted and not yet resumed, would never run again while still taking
+// pushes. A preempt fence still pending is signalled with ErrClosed: nobody else
+// would signal it, and external buffers outlive the VM, so a later eviction would
+// wait for it forever; the ban is what makes that signal true, since a banned
+// queue never runs again. Models xe_vm_close_and_put(); Xe refuses to destroy a
+// VM that still has LR queues (-EBUSY), where Close bans them.
 func (vm *VM) Close() {
 	vm.mu.Lock()
 	if vm.closed {
@@ -516,11 +527,12 @@ func (vm *VM) Close() {
 	states := append([]*queueState(nil), vm.queues...)
 	vm.mu.Unlock()
 	for _, st := range states {
-		if st.pf.IsSignaled() {
-			continue
+		if st.q.Err() == nil {
+			st.q.Fail(ErrClosed)
 		}
-		st.q.Fail(ErrClosed)
-		_ = st.pf.SetError(ErrClosed)
-		_ = st.pf.Signal()
+		if !st.pf.IsSignaled() {
+			_ = st.pf.SetError(ErrClosed)
+			_ = st.pf.Signal()
+		}
 	}
 }

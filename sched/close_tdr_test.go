@@ -349,3 +349,35 @@ func TestLoadBalancingSkipsClosedSchedulers(t *testing.T) {
 		require.ErrorIs(t, err, sched.ErrNoRunQueue, "a pinned entity whose scheduler closed")
 	})
 }
+
+// Close after Stop and ResubmitJobs without Start: the resubmitted jobs have new
+// hardware fences that nothing follows yet (Start would). Close still completes
+// each one and frees it after its finished fence signalled (the test driver's
+// FreeJob checks that).
+func TestCloseAfterStopAndResubmitWithoutStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d *drv
+		d = newDrv(t, sched.Config{Name: "gfx", Timeout: 100 * time.Millisecond}, func(x *drv) {
+			x.timedOut = func(j *sched.Job) sched.Status {
+				d.s.Stop(j)
+				d.reset()
+				d.s.ResubmitJobs()
+				return sched.StatusDeviceGone // and no Start: the device is gone
+			}
+		})
+		e := d.entity(t, sched.PriorityNormal)
+		var jobs []*sched.Job
+		for range 3 {
+			j := d.job(t, e, 0)
+			submit(t, j)
+			jobs = append(jobs, j)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		d.close()
+		for _, j := range jobs {
+			require.True(t, j.Finished().IsSignaled(), "job %d", j.Seqno())
+			require.Equal(t, int32(1), payload(j).freed.Load(), "job %d", j.Seqno())
+		}
+	})
+}

@@ -543,11 +543,14 @@ func (s *Scheduler) Close() {
 	// the same reason).
 	detached := make([]bool, len(jobs))
 	for i, j := range jobs {
-		if p := j.Parent(); p != nil {
-			detached[i] = p.RemoveCallback(&j.hwCb)
-		} else {
-			detached[i] = !j.done.Load() // RunJob not called, or Stop detached it
-		}
+		// Taken off its hardware fence, or never put on one (RunJob not called,
+		// Stop detached it, or ResubmitJobs gave it a new fence that only Start
+		// would follow): either way it still needs completing. RemoveCallback
+		// comes first because it waits out a completion running now, which has
+		// marked the job done by the time it returns.
+		p := j.Parent()
+		removed := p != nil && p.RemoveCallback(&j.hwCb)
+		detached[i] = removed || !j.done.Load()
 	}
 	if cancel := s.cfg.Ops.CancelJob; cancel != nil {
 		for i := len(jobs) - 1; i >= 0; i-- {

@@ -230,8 +230,12 @@ func (s *Scheduler) Start(errno error) {
 // ResubmitJobs runs every pending job again, between Stop and Start. Jobs of the
 // first context whose karma exceeds the hang limit get ErrCanceled first. Deprecated
 // in the kernel, because re-running a job after its fences were published breaks
-// the fence rules; kept for drivers that still use it. Models
-// drm_sched_resubmit_jobs().
+// the fence rules; kept for drivers that still use it. A job whose RunJob fails
+// here is left without a hardware fence, so Start completes it at once (with
+// errno, or ErrCanceled, replacing RunJob's error, as drm_sched_start does),
+// possibly before earlier jobs of its entity that are back on the hardware: the
+// one place where one entity's finished fences may signal out of order, in the
+// kernel as here. Models drm_sched_resubmit_jobs().
 func (s *Scheduler) ResubmitJobs() {
 	s.mu.Lock()
 	jobs := s.pending.jobs()

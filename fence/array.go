@@ -140,10 +140,16 @@ func (a *Array) settle() error {
 }
 
 // signaledPoll is the array's Signaled hook: with signalling enabled it trusts the
-// count; otherwise it counts signalled fences itself.
+// count; otherwise it counts signalled fences itself. As dma_fence_array_signaled()
+// does, it reads the count once, before the enable flag: enabling sets the flag
+// before it counts the fences already signalled, so a count read after the flag
+// was seen clear may already include a fence the loop below counts again, and the
+// array would signal with a fence still pending. A count read first is either
+// untouched by enabling or read with the flag set.
 func (a *Array) signaledPoll() bool {
+	pending := a.pending.Load()
 	if a.Fence.flags.Load()&flagEnableSignal != 0 {
-		if a.pending.Load() > 0 {
+		if pending > 0 {
 			return false
 		}
 		// Completed, and the callback that completed it may not have signalled
@@ -157,7 +163,7 @@ func (a *Array) signaledPoll() bool {
 	// copy their errors, so an array polled complete signals without the first
 	// error; here it records them in index order, as enabling would, because an
 	// array that completes must carry its fences' first error.
-	need := int(a.pending.Load())
+	need := int(pending)
 	for _, f := range a.fences {
 		if f.IsSignaled() {
 			a.recordError(f.Error())

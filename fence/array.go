@@ -22,7 +22,8 @@ import (
 type Array struct {
 	Fence // must be first: AsArray converts a *Fence back
 
-	fences   []*Fence
+	fences   []*Fence // one reference each, dropped on release
+	anyOne   bool     // signal on any: the first fence completes the array
 	pending  atomic.Int32
 	enabling atomic.Bool           // enableSignaling is queueing callbacks, holding the array's lock
 	firstErr atomic.Pointer[error] // the first error seen; &noError once settled without one
@@ -38,6 +39,12 @@ var arrayOps = &Ops{
 			e.SetDeadline(t)
 		}
 	},
+	// dma_fence_array_release(): the array's references to its fences go with it.
+	Release: func(f *Fence) {
+		for _, e := range AsArray(f).fences {
+			e.Put()
+		}
+	},
 }
 
 // noError marks an array that completed with no error (see settle).
@@ -45,9 +52,13 @@ var noError error
 
 // NewArray returns an array fence over fences, on context ctx with the given seqno
 // (use AllocContexts(1) and 1 when the array has no timeline of its own). The array
-// keeps the slice. Models dma_fence_array_create().
+// keeps the slice, and takes over the caller's reference to each fence: its release
+// (the last Put) puts each, as dma_fence_array_create() takes ownership of the
+// fences. A caller that goes on using a fence gets a reference of its own first
+// (pass f.Get()). While a callback of the array is queued on a fence, it holds a
+// reference to the array, as the kernel's does. Models dma_fence_array_create().
 func NewArray(fences []*Fence, ctx uint64, seqno uint64, signalOnAny bool) *Array {
-	a := &Array{fences: fences, cbs: make([]Callback, len(fences))}
+	a := &Array{fences: fences, anyOne: signalOnAny, cbs: make([]Callback, len(fences))}
 	n := int32(len(fences))
 	if signalOnAny {
 		n = 1
@@ -83,10 +94,14 @@ func (a *Array) Fences() []*Fence { return a.fences }
 // leaked when dropped (and LeakCheck count it as waited on). The kernel stops only
 // on its own decrement; here also when a callback already queued completed the
 // array meanwhile, for the same reason. Returning false signals the array at once.
+// Each queued callback holds a reference to the array, as in
+// dma_fence_array_enable_signaling().
 func (a *Array) enableSignaling() bool {
 	a.enabling.Store(true)
 	for i, f := range a.fences {
+		a.Fence.Get()
 		if err := f.addCallback(&a.cbs[i], a.entrySignalled); err != nil {
+			a.Fence.Put() // not the last: the caller of the hook holds one
 			a.recordError(f.Error())
 			a.pending.Add(-1)
 		}
@@ -104,12 +119,15 @@ func (a *Array) enableSignaling() bool {
 	if err := a.settle(); err != nil {
 		a.Fence.err = err // a.Fence's lock is held; the core signals on false
 	}
+	a.dropCallbacks()
 	return false
 }
 
 // entrySignalled runs in the goroutine that signalled one of the fences, with that
-// fence's lock held.
+// fence's lock held. It drops the reference its callback held, as
+// dma_fence_array_cb_func() does (or, having completed the array, its irq_work).
 func (a *Array) entrySignalled(f *Fence, _ *Callback) {
+	defer a.Fence.Put()
 	a.recordError(f.Error())
 	if a.pending.Add(-1) != 0 || a.enabling.Load() {
 		return // not complete, or enableSignaling signals (it holds our lock)
@@ -118,6 +136,27 @@ func (a *Array) entrySignalled(f *Fence, _ *Callback) {
 		_ = a.Fence.SetError(err)
 	}
 	_ = a.Fence.Signal()
+	a.dropCallbacks()
+}
+
+// dropCallbacks takes a completed signal-on-any array's callbacks off the fences
+// that have not signalled, dropping the references they held. The kernel leaves
+// them queued until those fences signal, each holding a reference to the array,
+// which holds one to each fence, so no fence is released under them. Here a
+// fence's Put and LeakCheck count a queued callback as someone waiting on it: an
+// innocent fence dropped unsignalled would be reported and signalled with
+// ErrDeadlock for a callback that can change nothing. It runs with a.Fence's
+// lock held (enabling) or with a signalling fence's (entrySignalled): see
+// removeCallbackUnder.
+func (a *Array) dropCallbacks() {
+	if !a.anyOne {
+		return // complete only once every fence has signalled: nothing is queued
+	}
+	for i, f := range a.fences {
+		if f.removeCallbackUnder(&a.cbs[i]) {
+			a.Fence.Put() // not the last: the caller still holds its own
+		}
+	}
 }
 
 // recordError keeps the first error, as the kernel's cmpxchg(error, PENDING_ERROR,

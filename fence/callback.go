@@ -1,6 +1,9 @@
 package fence
 
-import "unsafe"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // A Callback is a queue entry for a function to run when a fence signals. The
 // caller owns it (embed it in the object the callback is about, as drivers embed
@@ -173,5 +176,30 @@ func (f *Fence) unqueueLocked(cb *Callback) {
 	cb.reset()
 	if st := f.leaks(); st != nil {
 		st.pending.Add(-1)
+	}
+}
+
+// removeCallbackUnder is RemoveCallback for a caller that holds another fence's
+// lock, as a container's callback does: it waits for f's lock only while f is
+// unsignalled, and gives up once f has signalled, whose signal runs cb (or has
+// run it). Waiting on a signalling fence's lock there could deadlock against a
+// signaller doing the same the other way round (two signal-on-any arrays over the
+// same two fences, signalled at once). It still waits on a fence whose lock is
+// held by code that waits for the caller's fence's lock: a driver hook on f that
+// removes a callback from, or sets the error of, the caller's fence.
+func (f *Fence) removeCallbackUnder(cb *Callback) bool {
+	for {
+		if f.signaled() {
+			return false
+		}
+		if f.tryLock() {
+			removed := cb.fence == f && !f.signaled()
+			if removed {
+				f.unqueueLocked(cb)
+			}
+			f.unlock()
+			return removed
+		}
+		runtime.Gosched()
 	}
 }

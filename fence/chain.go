@@ -35,13 +35,18 @@ var chainOps = &Ops{
 			Contained(p).SetDeadline(t)
 		}
 	},
+	Release: func(f *Fence) { AsChain(f).release() },
 }
 
 // NewChain returns a chain point for payload after prev (nil for the first point)
 // with the given seqno. If prev is a chain and seqno is later than it, the point
 // joins prev's context (one Context per timeline, shared by its points); otherwise
 // it starts a new context and, after a chain, keeps the larger seqno so a timeline
-// never goes backwards. Models dma_fence_chain_init().
+// never goes backwards. The point takes over the caller's references to prev and
+// payload, as dma_fence_chain_init() does: its release (the last Put) puts them,
+// and a walk that unlinks a signalled point puts it. A caller that goes on using
+// prev or payload gets a reference of its own first (pass prev.Get()). Models
+// dma_fence_chain_init().
 func NewChain(prev, payload *Fence, seqno uint64) *Chain {
 	c := &Chain{payload: payload}
 	c.prev.Store(prev)
@@ -92,7 +97,11 @@ func (c *Chain) Prev() *Fence { return c.prev.Load() }
 
 // walk returns the first unsignalled point older than f, unlinking signalled
 // points on the way, or nil if everything older has signalled. f must be a chain.
-// Models dma_fence_chain_walk().
+// As in dma_fence_chain_walk(), f's reference moves from the point it unlinks to
+// that point's predecessor. The walks themselves take no references (the garbage
+// collector keeps what they look at), so a walk may reach a point that has been
+// released; it does not unlink there, as that would drop references the release
+// has already dropped. Models dma_fence_chain_walk().
 func walk(f *Fence) *Fence {
 	c := AsChain(f)
 	if c == nil {
@@ -112,7 +121,47 @@ func walk(f *Fence) *Fence {
 		} else if !prev.IsSignaled() {
 			return prev
 		}
-		c.prev.CompareAndSwap(prev, replacement)
+		if c.refs.Load() < 0 || (replacement != nil && !replacement.tryGet()) {
+			// c, or prev, has been released: step past prev without unlinking it.
+			if replacement == nil || AsChain(replacement) == nil {
+				if replacement != nil && replacement.IsSignaled() {
+					return nil
+				}
+				return replacement
+			}
+			c = AsChain(prev)
+			continue
+		}
+		if c.prev.CompareAndSwap(prev, replacement) {
+			prev.Put()
+		} else if replacement != nil {
+			replacement.Put()
+		}
+	}
+}
+
+// release drops a released point's references: its payload's and its
+// predecessor's. A predecessor whose last reference it held is released here too,
+// in a loop rather than by recursion, as dma_fence_chain_release() unlinks it, so
+// that dropping a long chain does not recurse once per point.
+func (c *Chain) release() {
+	for {
+		if c.payload != nil {
+			c.payload.Put()
+		}
+		prev := c.prev.Load()
+		pc := AsChain(prev)
+		if pc == nil {
+			if prev != nil {
+				prev.Put()
+			}
+			return
+		}
+		if prev.refs.Add(-1) != -1 {
+			return // references are stored minus one: others hold prev
+		}
+		prev.releasePending() // Put's check; the loop stands for its Release hook
+		c = pc
 	}
 }
 
@@ -151,12 +200,26 @@ func (c *Chain) FindSeqno(seqno uint64) (*Fence, error) {
 
 // enableSignaling runs with c.Fence's lock held. It queues c's one callback on the
 // newest payload still pending, walking from c (its own payload first); if none is pending, c has
-// completed (false: signal now). Models dma_fence_chain_enable_signaling().
+// completed (false: signal now). While it waits, c holds a reference to itself and
+// one to the payload it waits on. Models dma_fence_chain_enable_signaling().
 func (c *Chain) enableSignaling() bool {
+	c.Fence.Get()
+	if c.arm() {
+		return true
+	}
+	c.Fence.Put() // not the last: the caller of the hook holds one
+	return false
+}
+
+// arm queues c's callback on the newest payload still pending, with a reference
+// to it, and reports false if there is none.
+func (c *Chain) arm() bool {
 	for f := range c.All() {
-		if Contained(f).addCallback(&c.cb, c.payloadSignalled) == nil {
+		p := Contained(f).Get()
+		if p.addCallback(&c.cb, c.payloadSignalled) == nil {
 			return true
 		}
+		p.Put()
 	}
 	return false
 }
@@ -164,14 +227,16 @@ func (c *Chain) enableSignaling() bool {
 // payloadSignalled runs when the payload c waited on signals: c looks again, and
 // either waits on the next pending one or signals. The kernel defers this to
 // irq_work; here it runs in the signalling goroutine, without c's lock, and only c's
-// own callback can be queued, so there is no lock to invert.
-func (c *Chain) payloadSignalled(*Fence, *Callback) {
-	for f := range c.All() {
-		if Contained(f).addCallback(&c.cb, c.payloadSignalled) == nil {
-			return
-		}
+// own callback can be queued, so there is no lock to invert. It drops the
+// references that enableSignaling and arm took, as dma_fence_chain_cb() and its
+// irq_work do.
+func (c *Chain) payloadSignalled(p *Fence, _ *Callback) {
+	p.Put() // signalled: its lock, held here, is not taken
+	if c.arm() {
+		return
 	}
 	_ = c.Fence.Signal()
+	c.Fence.Put()
 }
 
 // signaledPoll is the chain's Signaled hook: true when every payload the walk

@@ -55,7 +55,8 @@
 // # Differences from the kernel
 //
 // Memory is the garbage collector's: Get and Put exist for the Release hook and the
-// release-with-pending rule only. Timeouts are context deadlines and interruption is
+// release-with-pending rule only. They are counted as in the kernel: an Array or
+// Chain takes over the references it is given and puts them when it is released. Timeouts are context deadlines and interruption is
 // cancellation: Wait returns ctx.Err() instead of a remaining-jiffies count, and a
 // wait that gives up changes nothing. Array and chain fences signal in the goroutine
 // that signalled their last input, where the kernel defers to irq_work; an array

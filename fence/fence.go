@@ -483,14 +483,49 @@ func (f *Fence) Get() *Fence {
 	return f
 }
 
+// tryGet takes a reference to f unless f has been released, and reports whether
+// it did. Models dma_fence_get_rcu(): a released fence is not brought back, so
+// that its Release hook runs once.
+func (f *Fence) tryGet() bool {
+	for {
+		r := f.refs.Load()
+		if r < 0 {
+			return false
+		}
+		if f.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
 // Put drops a reference. The last one runs the Release hook; if f is then still
 // unsignalled with callbacks queued or waiters (a goroutine blocked in Wait, a
 // channel handed out by Done), it is first reported to lockdep
 // (KindFenceLeak), given ErrDeadlock and signalled, as the kernel's
 // dma_fence_release() does. Models dma_fence_put().
+//
+// A container (Array, Chain) holds references to its fences and drops them when
+// it is released; the kernel drops a container's own last reference from
+// irq_work, here it may be dropped by the container's callback, in the goroutine
+// signalling one of its fences and with that fence's lock held. A signalled
+// fence's Put does not take its lock, so such a release may drop that fence's
+// last reference too, and its Release hook then runs with its lock held.
 func (f *Fence) Put() {
 	if f.refs.Add(-1) != -1 {
 		return // references are stored minus one
+	}
+	f.releasePending()
+	if ops := f.ops(); ops != nil && ops.Release != nil {
+		ops.Release(f)
+	}
+}
+
+// releasePending is the release-with-pending rule of Put: a fence released
+// unsignalled with callbacks queued or waiters is reported, given ErrDeadlock and
+// signalled. A signalled fence has nothing pending, and is not locked.
+func (f *Fence) releasePending() {
+	if f.signaled() {
+		return
 	}
 	f.lock()
 	pending := !f.signaled() && (!f.cbs.empty() || f.flags.Load()&flagDoneOut != 0)
@@ -499,8 +534,5 @@ func (f *Fence) Put() {
 		f.ctx.Checker().FenceLeaked(f.Describe() + ": released with pending signals")
 		_ = f.SetError(ErrDeadlock)
 		_ = f.Signal()
-	}
-	if ops := f.ops(); ops != nil && ops.Release != nil {
-		ops.Release(f)
 	}
 }

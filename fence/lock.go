@@ -45,6 +45,12 @@ func (f *Fence) lockSlow() {
 	}
 }
 
+// tryLock takes f's lock if it is free, and reports whether it did.
+func (f *Fence) tryLock() bool {
+	fl := f.flags.Load()
+	return fl&flagLocked == 0 && f.flags.CompareAndSwap(fl, fl|flagLocked)
+}
+
 // lockToSignal takes f's lock and marks f signalled in one atomic operation,
 // setting the flags in also, and reports false, without taking the lock, if f had
 // already signalled.

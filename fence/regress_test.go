@@ -262,3 +262,91 @@ func TestArrayPolledWhileEnablingDoesNotSignalEarly(t *testing.T) {
 		require.NoError(t, f1.Signal())
 	}
 }
+
+// An array takes over the references it is given, and its release puts them, as
+// dma_fence_array_release() does.
+func TestArrayReleasePutsItsFences(t *testing.T) {
+	var released atomic.Int32
+	ctx := mockContext(t, fence.WithOps(&fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}))
+	f1, f2 := ctx.Next(), ctx.Next()
+	a := fence.NewArray([]*fence.Fence{f1, f2}, fence.AllocContexts(1), 1, false)
+	a.EnableSignaling() // its callbacks hold references to it until they run
+	signalAll(f1, f2)
+	require.True(t, a.IsSignaled())
+	require.Zero(t, released.Load())
+	a.Put()
+	require.EqualValues(t, 2, released.Load(), "the array's release puts every fence")
+}
+
+// A chain point takes over its references to prev and payload, and its release
+// puts them; a predecessor whose last reference it held is released with it, as
+// dma_fence_chain_release() does.
+func TestChainReleasePutsPayloadAndPrev(t *testing.T) {
+	var released atomic.Int32
+	ctx := mockContext(t, fence.WithOps(&fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}))
+	p1, p2, p3 := ctx.Next(), ctx.Next(), ctx.Next()
+	c1 := fence.NewChain(nil, p1, 1)
+	c2 := fence.NewChain(&c1.Fence, p2, 2)
+	c3 := fence.NewChain(&c2.Fence, p3, 3)
+	c3.EnableSignaling()
+	signalAll(p1, p2, p3)
+	require.True(t, c3.IsSignaled())
+	c3.Put()
+	require.EqualValues(t, 3, released.Load(), "every payload is released with the chain")
+}
+
+// A walk that unlinks a signalled point drops the reference the newer point held
+// to it, as dma_fence_chain_walk() does: a point nobody else holds is released.
+func TestChainWalkPutsTheUnlinkedPoint(t *testing.T) {
+	p2 := mockContext(t).Next()
+	var released atomic.Int32
+	pctx := fence.NewContext("test", "payload", fence.WithChecker(lockdeptest.New(t)),
+		fence.WithOps(&fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}))
+	q1 := pctx.Next()
+	c1 := fence.NewChain(nil, q1, 1) // q1's only reference
+	c2 := fence.NewChain(&c1.Fence, p2, 2)
+	require.NoError(t, q1.Signal())
+	require.Nil(t, walkOnce(c2), "nothing older is pending")
+	require.Nil(t, c2.Prev(), "the walk unlinked point 1")
+	require.EqualValues(t, 1, released.Load(), "point 1, released, put its payload")
+	require.NoError(t, p2.Signal())
+}
+
+// walkOnce returns the first point after c that All yields, or nil.
+func walkOnce(c *fence.Chain) *fence.Fence {
+	first := true
+	for f := range c.All() {
+		if !first {
+			return f
+		}
+		first = false
+	}
+	return nil
+}
+
+// A signal-on-any array that has signalled takes its callbacks off its other
+// fences. The kernel leaves them queued until those fences signal (each holding a
+// reference to the array, which holds one to the fence); here a queued callback
+// counts as a waiter, so an innocent fence forgotten unsignalled was reported by
+// LeakCheck, and one released by Put was reported and signalled with ErrDeadlock.
+func TestSignalOnAnyArrayTakesItsCallbacksOffTheOtherFences(t *testing.T) {
+	chk, col := lockdeptest.Collect(t)
+	ctx := fence.NewContext("test", "any", fence.WithChecker(chk), fence.LeakCheck())
+	abandonCompletedAnyArray(t, ctx)
+	for range 3 {
+		gcAndRunCleanups(t)
+	}
+	lockdeptest.RequireClean(t, col)
+}
+
+// abandonCompletedAnyArray completes a signal-on-any array over two fences by
+// signalling the first, then forgets them all, the second still pending.
+//
+//go:noinline
+func abandonCompletedAnyArray(t *testing.T, ctx *fence.Context) {
+	fs := []*fence.Fence{ctx.Next(), ctx.Next()}
+	a := fence.NewArray(fs, fence.AllocContexts(1), 1, true)
+	a.EnableSignaling() // queues a callback on both
+	require.NoError(t, fs[0].Signal())
+	require.True(t, a.IsSignaled())
+}

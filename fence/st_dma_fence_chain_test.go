@@ -29,7 +29,9 @@ func seqnoInc(i int) uint64  { return uint64(i) + 1 }
 func seqnoInc2(i int) uint64 { return 2*uint64(i) + 2 }
 
 // newFenceChains is fence_chains_init(): n mock payloads, each in a chain point
-// after the previous one with seqno(i), every point enable-signalled.
+// after the previous one with seqno(i), every point enable-signalled. As
+// mock_chain() does, each point gets references of its own to prev and payload, so
+// that fc keeps its own.
 func newFenceChains(t testing.TB, n int, seqno func(int) uint64) *fenceChains {
 	t.Helper()
 	ctx := mockContext(t)
@@ -37,7 +39,10 @@ func newFenceChains(t testing.TB, n int, seqno func(int) uint64) *fenceChains {
 	var prev *fence.Fence
 	for i := range n {
 		fc.fences[i] = ctx.Next()
-		fc.chains[i] = fence.NewChain(prev, fc.fences[i], seqno(i))
+		if prev != nil {
+			prev.Get()
+		}
+		fc.chains[i] = fence.NewChain(prev, fc.fences[i].Get(), seqno(i))
 		fc.chains[i].EnableSignaling()
 		prev = &fc.chains[i].Fence
 	}

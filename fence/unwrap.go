@@ -79,6 +79,9 @@ func Merge(fences ...*Fence) *Fence {
 		// a kernel-style Put of the result does not drop the input's.
 		return pending[0].Get()
 	}
+	for _, f := range pending {
+		f.Get() // the array's, as dma_fence_unwrap_merge() gets each fence it keeps
+	}
 	return &NewArray(pending, AllocContexts(1), 1, false).Fence
 }
 

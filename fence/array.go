@@ -64,7 +64,9 @@ func NewArray(fences []*Fence, ctx uint64, seqno uint64, signalOnAny bool) *Arra
 		n = 1
 	}
 	a.pending.Store(n)
-	fc := &Context{id: ctx, driver: "dma_fence_array", timeline: "unbound", checker: checkerOf(fences), ops: arrayOps}
+	// Timestamps: the kernel stamps every signal, and arrays are not a hot path.
+	fc := &Context{id: ctx, driver: "dma_fence_array", timeline: "unbound", checker: checkerOf(fences),
+		ops: arrayOps, stamps: true}
 	a.Fence.ctx, a.Fence.seqno = fc, seqno
 	a.Fence.flags.Store(flagArray | flagPoll)
 	if len(fences) == 0 {

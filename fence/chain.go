@@ -63,7 +63,7 @@ func NewChain(prev, payload *Fence, seqno uint64) *Chain {
 			chk = payload.ctx.checker
 		}
 		fc = &Context{id: AllocContexts(1), driver: "dma_fence_chain", timeline: "unbound",
-			checker: chk, seqno64: true, ops: chainOps}
+			checker: chk, seqno64: true, ops: chainOps, stamps: true} // the kernel stamps every signal
 	}
 	c.Fence.ctx, c.Fence.seqno = fc, seqno
 	c.Fence.flags.Store(flagChain | flagPoll)

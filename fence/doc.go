@@ -66,9 +66,9 @@
 // its own lock, where the kernel lets a timeline share one; a goroutine that finds
 // it taken yields until it is free, as a CPU spins. The kernel reads the clock in
 // every dma_fence_signal; here Signal records a timestamp only on a context made
-// WithTimestamps (sw_sync Timelines are), because on the machines we measured the
-// clock read cost as much as the rest of creating and signalling a fence together,
-// and few readers look at it (the scheduler passes its own readings to
+// WithTimestamps (sw_sync Timelines are, and Arrays and Chains stamp always),
+// because on the machines we measured the clock read cost as much as the rest of
+// creating and signalling a fence together, and few readers look at it (the scheduler passes its own readings to
 // SignalTimestamp). A timestamp is the monotonic clock, kept as nanoseconds since
 // the process started; Timestamp returns it as a time.Time. Error can be read
 // before the fence signals, like the kernel's fence->error field.

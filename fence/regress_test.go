@@ -350,3 +350,34 @@ func abandonCompletedAnyArray(t *testing.T, ctx *fence.Context) {
 	require.NoError(t, fs[0].Signal())
 	require.True(t, a.IsSignaled())
 }
+
+// Arrays and chains record when they signal, as dma_fence_signal() stamps every
+// fence, whether their fences keep timestamps or not; before the fix their
+// contexts kept none.
+func TestArrayAndChainSignalWithATimestamp(t *testing.T) {
+	ctx := mockContext(t)
+	for name, mk := range map[string]func(*fence.Fence) *fence.Fence{
+		"array": func(f *fence.Fence) *fence.Fence {
+			return &fence.NewArray([]*fence.Fence{f}, fence.AllocContexts(1), 1, false).Fence
+		},
+		"chain":   func(f *fence.Fence) *fence.Fence { return &fence.NewChain(nil, f, 1).Fence },
+		"polled":  func(f *fence.Fence) *fence.Fence { return &fence.NewChain(nil, f, 1).Fence },
+		"created": func(*fence.Fence) *fence.Fence { return &fence.NewArray(nil, fence.AllocContexts(1), 1, false).Fence },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := ctx.Next()
+			c := mk(f)
+			if name != "polled" {
+				c.EnableSignaling()
+			}
+			before := time.Now()
+			require.NoError(t, f.Signal())
+			require.True(t, c.IsSignaled())
+			ts, ok := c.Timestamp()
+			require.True(t, ok, "a signalled %s has a timestamp", name)
+			if name != "created" {
+				require.False(t, ts.Before(before), "stamped when it signalled")
+			}
+		})
+	}
+}

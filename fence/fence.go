@@ -316,9 +316,13 @@ func (f *Fence) signaledOrPolled() bool {
 }
 
 // EnableSignaling asks f to signal on its own: it calls the driver's
-// EnableSignaling hook once. Models dma_fence_enable_sw_signaling().
+// EnableSignaling hook once, and returns once the hook has run, also when
+// another goroutine's call runs it. Models dma_fence_enable_sw_signaling().
 func (f *Fence) EnableSignaling() {
-	if f.flags.Load()&(flagSignaled|flagEnableSignal) != 0 {
+	// The enable flag is set before the hook runs, under the lock: seen with the
+	// lock free, the hook has finished; with the lock taken, it may be running,
+	// and the kernel's caller waits for fence->lock.
+	if fl := f.flags.Load(); fl&flagSignaled != 0 || fl&(flagEnableSignal|flagLocked) == flagEnableSignal {
 		return
 	}
 	f.lock()

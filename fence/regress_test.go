@@ -381,3 +381,35 @@ func TestArrayAndChainSignalWithATimestamp(t *testing.T) {
 		})
 	}
 }
+
+// A second EnableSignaling returns only once the first caller's hook has run, as
+// dma_fence_enable_sw_signaling() waits for the fence lock the hook runs under.
+// Before the fix it returned on seeing the enable flag, which is set before the
+// hook runs. The hook yields many times while the second call is under way, so
+// that without the fix the second call returns within it.
+func TestEnableSignalingWaitsForAnotherCallersHook(t *testing.T) {
+	inHook, calling := make(chan struct{}), make(chan struct{})
+	var hookDone atomic.Bool
+	ctx := mockContext(t, fence.WithOps(&fence.Ops{EnableSignaling: func(*fence.Fence) bool {
+		close(inHook)
+		<-calling
+		for range 1000 {
+			runtime.Gosched()
+		}
+		hookDone.Store(true)
+		return true
+	}}))
+	f := ctx.Next()
+	var wg sync.WaitGroup
+	wg.Go(f.EnableSignaling)
+	var sawDone bool
+	wg.Go(func() {
+		<-inHook
+		close(calling)
+		f.EnableSignaling()
+		sawDone = hookDone.Load()
+	})
+	wg.Wait()
+	require.True(t, sawDone, "the second EnableSignaling returned while the hook ran")
+	require.NoError(t, f.Signal())
+}

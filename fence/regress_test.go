@@ -1,6 +1,7 @@
 package fence_test
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -412,4 +413,22 @@ func TestEnableSignalingWaitsForAnotherCallersHook(t *testing.T) {
 	wg.Wait()
 	require.True(t, sawDone, "the second EnableSignaling returned while the hook ran")
 	require.NoError(t, f.Signal())
+}
+
+// WaitAny with a context already done only polls, as
+// dma_fence_wait_any_timeout() with a zero timeout does: it enables signalling on
+// no fence. Before the fix it queued a callback on each, enabling them all.
+func TestWaitAnyWithAnExpiredContextOnlyPolls(t *testing.T) {
+	var enabled, polled atomic.Int32
+	ctx := mockContext(t, fence.WithOps(&fence.Ops{
+		EnableSignaling: func(*fence.Fence) bool { enabled.Add(1); return true },
+		Signaled:        func(*fence.Fence) bool { polled.Add(1); return false },
+	}))
+	f1, f2 := ctx.Next(), ctx.Next()
+	i, err := fence.WaitAny(expired(t), f1, f2)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Equal(t, -1, i)
+	require.EqualValues(t, 2, polled.Load(), "each fence is polled")
+	require.Zero(t, enabled.Load(), "no fence has signalling enabled")
+	signalAll(f1, f2)
 }

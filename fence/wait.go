@@ -4,7 +4,8 @@ import "context"
 
 // WaitAny blocks until one of fences signals or ctx is done. It returns the index of
 // the first signalled fence in the slice (the lowest index among those signalled
-// when it looks), or ctx.Err(). No fences is an error wrapping ErrInvalid. Every
+// when it looks), or ctx.Err(). With ctx already done it only polls the fences and
+// enables signalling on none. No fences is an error wrapping ErrInvalid. Every
 // callback it queued is removed before it returns. Models
 // dma_fence_wait_any_timeout().
 func WaitAny(ctx context.Context, fences ...*Fence) (int, error) {
@@ -23,6 +24,11 @@ func WaitAny(ctx context.Context, fences ...*Fence) (int, error) {
 		if f.IsSignaled() {
 			return i, nil
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		// A zero timeout: dma_fence_wait_any_timeout() only polls, and enables
+		// signalling on no fence.
+		return -1, err
 	}
 	woken := make(chan struct{}, 1)
 	wake := func(*Fence, *Callback) {

@@ -432,3 +432,33 @@ func TestWaitAnyWithAnExpiredContextOnlyPolls(t *testing.T) {
 	require.Zero(t, enabled.Load(), "no fence has signalling enabled")
 	signalAll(f1, f2)
 }
+
+// A sw_sync point keeps the earliest deadline set on it, and the timeline reports
+// it, as timeline_fence_set_deadline() and SW_SYNC_IOC_GET_DEADLINE do: ErrNoEntry
+// before any is set, ErrInvalid for a fence that is not a sw_sync point. A
+// deadline set after the point signalled is not passed on.
+func TestTimelinePointKeepsTheEarliestDeadline(t *testing.T) {
+	tl := fence.NewTimeline("deadline", fence.WithChecker(lockdeptest.New(t)))
+	p := tl.Point(1)
+	_, err := tl.Deadline(p)
+	require.ErrorIs(t, err, fence.ErrNoEntry, "no deadline set yet")
+
+	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	p.SetDeadline(base.Add(2 * time.Millisecond))
+	p.SetDeadline(base.Add(time.Millisecond))
+	p.SetDeadline(base.Add(3 * time.Millisecond))
+	got, err := tl.Deadline(p)
+	require.NoError(t, err)
+	require.True(t, base.Add(time.Millisecond).Equal(got), "the earliest is kept, got %v", got)
+
+	tl.Inc(1)
+	p.SetDeadline(base)
+	got, err = tl.Deadline(p)
+	require.NoError(t, err)
+	require.True(t, base.Add(time.Millisecond).Equal(got), "a signalled point takes no deadline")
+
+	_, err = tl.Deadline(mockFence(t))
+	require.ErrorIs(t, err, fence.ErrInvalid)
+	_, err = tl.Deadline(nil)
+	require.ErrorIs(t, err, fence.ErrInvalid)
+}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"time"
 )
 
 // A Timeline is a software timeline: a counter, and fences (points) that signal
@@ -29,10 +30,58 @@ type Timeline struct {
 }
 
 // NewTimeline returns a timeline at value 0 with its own fence context, which
-// keeps timestamps (WithTimestamps), as sync_file reports them for sw_sync points.
-// Models sw_sync_timeline_create (opening /sys/kernel/debug/sync/sw_sync).
+// keeps timestamps (WithTimestamps), as sync_file reports them for sw_sync points,
+// and has sw_sync's SetDeadline hook (see Deadline); WithOps among opts replaces
+// that hook. Models sw_sync_timeline_create (opening /sys/kernel/debug/sync/sw_sync).
 func NewTimeline(name string, opts ...ContextOption) *Timeline {
-	return &Timeline{ctx: NewContext("sw_sync", name, append([]ContextOption{WithTimestamps()}, opts...)...)}
+	return &Timeline{ctx: NewContext("sw_sync", name,
+		append([]ContextOption{WithTimestamps(), WithOps(timelineOps)}, opts...)...)}
+}
+
+// A syncPt is what a Timeline keeps with each of its points, as the fence's Data.
+// Models struct sync_pt's deadline.
+type syncPt struct {
+	mu       sync.Mutex // the kernel's fence->lock, for the deadline only
+	deadline time.Time  // guarded by mu
+	has      bool       // guarded by mu; the kernel's SW_SYNC_HAS_DEADLINE_BIT
+}
+
+// timelineOps are the hooks of every timeline's points. Models timeline_fence_ops.
+var timelineOps = &Ops{
+	// SetDeadline keeps the earliest deadline it is given. Models
+	// timeline_fence_set_deadline().
+	SetDeadline: func(f *Fence, t time.Time) {
+		pt, ok := f.Data().(*syncPt)
+		if !ok {
+			return
+		}
+		pt.mu.Lock()
+		defer pt.mu.Unlock()
+		if !pt.has || t.Before(pt.deadline) {
+			pt.deadline, pt.has = t, true
+		}
+	},
+}
+
+// Deadline returns the earliest deadline set on f (Fence.SetDeadline) while it was
+// pending. It returns an error wrapping ErrNoEntry if none was set, and one
+// wrapping ErrInvalid if f is not a point of a Timeline. Models
+// SW_SYNC_IOC_GET_DEADLINE, which refuses any fence that is not a sw_sync point and
+// answers -ENOENT for a point without a deadline.
+func (t *Timeline) Deadline(f *Fence) (time.Time, error) {
+	var pt *syncPt
+	if f != nil {
+		pt, _ = f.Data().(*syncPt)
+	}
+	if pt == nil {
+		return time.Time{}, errNotSyncPt
+	}
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if !pt.has {
+		return time.Time{}, errNoDeadline
+	}
+	return pt.deadline, nil
 }
 
 // Context returns the timeline's fence context. Models sync_timeline.context.
@@ -67,7 +116,7 @@ func (t *Timeline) Point(value uint32) *Fence {
 	if found {
 		return t.pending[i]
 	}
-	f := t.ctx.New(uint64(value))
+	f := t.ctx.NewWithData(uint64(value), &syncPt{})
 	// Born signalled: a value every point up to which has signalled, or any value on
 	// a closed timeline that Close has finished draining. While Close drains, a
 	// later value queues behind the point being signalled, as one ahead of an Inc

@@ -56,20 +56,22 @@
 //
 // Memory is the garbage collector's: Get and Put exist for the Release hook and the
 // release-with-pending rule only. They are counted as in the kernel: an Array or
-// Chain takes over the references it is given and puts them when it is released. Timeouts are context deadlines and interruption is
-// cancellation: Wait returns ctx.Err() instead of a remaining-jiffies count, and a
-// wait that gives up changes nothing. Array and chain fences signal in the goroutine
-// that signalled their last input, where the kernel defers to irq_work; an array
-// completed while its signalling is being enabled leaves the signal to the enabling
-// side, so the array's lock is never taken under an entry's. An array polled complete
+// Chain takes over the references it is given and puts them when it is released.
+// Timeouts are context deadlines and interruption is cancellation: Wait returns
+// ctx.Err() instead of a remaining-jiffies count, and a wait that gives up changes
+// nothing. Array and chain fences signal in the goroutine that signalled their last
+// input, where the kernel defers to irq_work, so the array's lock is taken under that
+// input's; an array completed while its signalling is being enabled leaves the signal
+// to the enabling side, so that the input's signaller never waits for the array's
+// lock while enabling holds it and waits for the input's. An array polled complete
 // keeps its fences' first error, which the kernel's poll path drops. Each fence has
-// its own lock, where the kernel lets a timeline share one; a goroutine that finds
-// it taken yields until it is free, as a CPU spins. The kernel reads the clock in
-// every dma_fence_signal; here Signal records a timestamp only on a context made
-// WithTimestamps (sw_sync Timelines are, and Arrays and Chains stamp always),
-// because on the machines we measured the clock read cost as much as the rest of
-// creating and signalling a fence together, and few readers look at it (the scheduler passes its own readings to
-// SignalTimestamp). A timestamp is the monotonic clock, kept as nanoseconds since
-// the process started; Timestamp returns it as a time.Time. Error can be read
-// before the fence signals, like the kernel's fence->error field.
+// its own lock, where the kernel lets a timeline share one; a goroutine that finds it
+// taken yields until it is free, as a CPU spins. The kernel reads the clock in every
+// dma_fence_signal; here Signal records a timestamp only on a context made
+// WithTimestamps (sw_sync Timelines are, and Arrays and Chains stamp always), because
+// on the machines we measured the clock read cost as much as the rest of creating and
+// signalling a fence together, and few readers look at it (the scheduler passes its
+// own readings to SignalTimestamp). A timestamp is the monotonic clock, kept as
+// nanoseconds since the process started; Timestamp returns it as a time.Time. Error
+// can be read before the fence signals, like the kernel's fence->error field.
 package fence

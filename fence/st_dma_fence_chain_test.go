@@ -5,6 +5,7 @@ package fence_test
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -158,13 +159,12 @@ func TestDmaFenceChain_find_gap(t *testing.T) {
 }
 
 // TestDmaFenceChain_find_race runs the kernel's find_race bounded by operations
-// instead of five seconds: two goroutines look up random points while signalling
-// random payloads.
+// instead of five seconds: one goroutine per CPU the scheduler uses (at least two),
+// as the kernel starts num_online_cpus() threads, looks up random points while
+// signalling random payloads.
 func TestDmaFenceChain_find_race(t *testing.T) {
-	const (
-		workers = 2
-		ops     = 2000
-	)
+	const ops = 2000
+	workers := max(runtime.GOMAXPROCS(0), 2)
 	t.Parallel() // the heaviest tests overlap, after the quick ones
 	fc := newFenceChains(t, chainSize, seqnoInc)
 	defer fc.fini(t)

@@ -264,7 +264,10 @@ func (o *Object) Fences(u Usage) iter.Seq2[*fence.Fence, Usage] {
 }
 
 // GetFences returns the unsignalled fences with usage u or stronger, without the
-// lock. Models dma_resv_get_fences().
+// lock. The kernel hands back a reference on each; here memory is the garbage
+// collector's and the reservation object holds no references, so none are taken:
+// a caller that gives one of them to a container, which takes over a reference,
+// passes f.Get(). Models dma_resv_get_fences().
 func (o *Object) GetFences(u Usage) []*fence.Fence {
 	var out []*fence.Fence
 	for _, s := range o.snapshot(u) {
@@ -317,8 +320,11 @@ func (o *Object) Unlocked(u Usage) iter.Seq2[*fence.Fence, Usage] {
 }
 
 // GetSingleton returns one fence for all the unsignalled fences of usage u or
-// stronger: nil for none, the fence for one, an array for several. Models
-// dma_resv_get_singleton().
+// stronger: nil for none, the fence for one, an array for several. The array
+// holds a reference of its own on each fence (it drops them when the caller's
+// Put releases it), as the fences dma_resv_get_fences() hands the kernel's array
+// are referenced; the reservation object itself takes none (see GetFences).
+// Models dma_resv_get_singleton().
 func (o *Object) GetSingleton(u Usage) *fence.Fence {
 	fs := o.GetFences(u)
 	switch len(fs) {
@@ -326,6 +332,9 @@ func (o *Object) GetSingleton(u Usage) *fence.Fence {
 		return nil
 	case 1:
 		return fs[0]
+	}
+	for _, f := range fs {
+		f.Get() // the array's: it takes over one reference per fence
 	}
 	return &fence.NewArray(fs, fence.AllocContexts(1), 1, false).Fence
 }

@@ -410,6 +410,30 @@ func TestGetSingleton(t *testing.T) {
 	require.ErrorIs(t, o.AddFence(s, resv.Read), resv.ErrContainer, "never re-added")
 }
 
+// The array GetSingleton makes holds its own reference on each fence: putting it,
+// as a kernel caller puts what dma_resv_get_singleton returned, releases none of
+// the fences still in the object, and a fence someone waits on is not reported as
+// leaked.
+func TestGetSingletonArrayPutReleasesNoFenceOfTheObject(t *testing.T) {
+	chk := lockdeptest.New(t) // fails the test on any report
+	o := lockedObject(t, chk)
+	var released atomic.Int32
+	ops := &fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}
+	w := fence.NewContext("test", "w", fence.WithChecker(chk), fence.WithOps(ops)).Next()
+	r := fence.NewContext("test", "r", fence.WithChecker(chk), fence.WithOps(ops)).Next()
+	addAll(t, o, entry{w, resv.Write}, entry{r, resv.Read})
+	var cb fence.Callback
+	require.NoError(t, w.AddCallback(&cb, func(*fence.Fence, *fence.Callback) {}))
+
+	s := o.GetSingleton(resv.Read)
+	require.NotNil(t, fence.AsArray(s))
+	s.Put()
+	require.Zero(t, released.Load(), "the array's release dropped references it never took")
+	require.False(t, w.IsSignaled())
+	require.NoError(t, w.Signal())
+	require.NoError(t, r.Signal())
+}
+
 // CopyFences replaces dst's fences with src's unsignalled ones, usages and order
 // kept, without locking src; src is unchanged.
 func TestCopyFences(t *testing.T) {

@@ -466,7 +466,12 @@ func (f *Fence) annotateWait() {
 }
 
 // Describe returns "<driver> <timeline> seq <n> signalled|unsignalled". Models
-// dma_fence_describe().
+// dma_fence_describe() in the format kernels printed before 6.x; the newest print
+// "<context>:<seqno> <timeline> <driver> [un]signalled", and their name helpers
+// (dma_fence_driver_name, dma_fence_timeline_name) stop asking the driver once
+// the fence has signalled, since its data may be gone by then. Here the names
+// stay readable after signalling, as a Context outlives its fences, and lockdep's
+// and resv's reports keep this one format.
 func (f *Fence) Describe() string {
 	state := "unsignalled"
 	if f.signaled() {

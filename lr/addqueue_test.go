@@ -205,3 +205,24 @@ func TestVMCloseBansAQueueWaitingForItsRebind(t *testing.T) {
 		require.Error(t, err, "a push to a queue that will never run again")
 	})
 }
+
+// A queue joins a VM once: a second AddQueue leaves it as it is, so an eviction
+// suspends and resumes it once and its preempt fence is the one in the buffers.
+func TestAddQueueTwiceIsANoOp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		r := newRig(t, lockdeptest.New(t), 2)
+		pf := r.vm.PreemptFence(r.q)
+		before := len(fencesOf(t, r.bo))
+		require.NoError(t, r.vm.AddQueue(ctx, r.q))
+		require.Same(t, pf, r.vm.PreemptFence(r.q))
+		require.Len(t, fencesOf(t, r.bo), before)
+
+		require.NoError(t, r.vm.Evict(ctx, r.bo))
+		synctest.Wait()
+		suspends, _, resumes := r.eng.counts()
+		require.Equal(t, 1, suspends)
+		require.Equal(t, 1, resumes)
+		require.Contains(t, fencesOf(t, r.bo), r.vm.PreemptFence(r.q).Fence)
+	})
+}

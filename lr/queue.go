@@ -180,7 +180,9 @@ func (q *Queue) submit(payload any) (*Job, error) {
 	sj, err := q.ent.NewJob(1, nil)
 	if err != nil {
 		q.ring.Release(1)
-		if errors.Is(err, sched.ErrKilled) {
+		// The entity was killed, or the scheduler closed, by Fail or Close racing
+		// this push: report it as the queue's state, not the scheduler's.
+		if errors.Is(err, sched.ErrKilled) || errors.Is(err, sched.ErrNoRunQueue) {
 			return nil, q.refusal()
 		}
 		return nil, err

@@ -357,3 +357,15 @@ func TestConcurrentPushesRunInSeqnoOrder(t *testing.T) {
 		}
 	})
 }
+
+// A push after the queue's scheduler closed (as Close does while a push waits for
+// ring space) is refused with the queue's own error, never a scheduler error.
+func TestPushAfterTheSchedulerClosedIsRefusedByTheQueue(t *testing.T) {
+	q, err := lr.NewQueue(lr.QueueConfig{Name: "q", RingSize: 1, Ops: lr.QueueOps{Run: func(*lr.Job) error { return nil }}})
+	require.NoError(t, err)
+	defer q.Close()
+	q.Scheduler().Close()
+	_, err = q.Push(context.Background(), "a")
+	require.ErrorIs(t, err, lr.ErrBanned)
+	require.NotErrorIs(t, err, sched.ErrNoRunQueue)
+}

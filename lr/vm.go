@@ -32,7 +32,10 @@ type VMOps struct {
 // rebind worker.
 //
 // A VM owns two goroutines, the preempt worker and the rebind worker, stopped and
-// joined by Close.
+// joined by Close. The preempt worker is the VM's own, where Xe has one ordered
+// preempt_fence_wq per device: there a slow suspension (or one retried with
+// -EAGAIN) on one VM holds up every VM's preempt fences behind it; here VMs
+// proceed independently, which keeps a model of one VM self-contained.
 type VM struct {
 	Resv    *resv.Object
 	ops     VMOps
@@ -165,16 +168,18 @@ func addBookkeep(ctx context.Context, bo *resv.Object, fences []*fence.Fence) er
 // AddQueue attaches an LR queue: it gets its first preempt fence in every
 // reservation object of the VM. Every object is locked, and a slot reserved in
 // each, before the queue joins, so a call that gives up (ctx ends while an
-// object is locked by someone else) changes nothing. Models
+// object is locked by someone else) changes nothing. A queue already attached is
+// left as it is (Xe's uAPI cannot attach one twice). Models
 // xe_vm_add_compute_exec_queue().
 func (vm *VM) AddQueue(ctx context.Context, q *Queue) error {
 	vm.lock.Lock()
 	defer vm.lock.Unlock()
 	vm.mu.Lock()
 	err := vm.usable()
+	attached := vm.queueState(q) != nil
 	vm.mu.Unlock()
-	if err != nil {
-		return err
+	if err != nil || attached {
+		return err // a queue joins once (vm.lock keeps it from joining meanwhile)
 	}
 	objs := vm.objects()
 	e := resv.NewExec(resv.IgnoreDuplicates, vm.checker)
@@ -283,7 +288,7 @@ func (vm *VM) nextPreempt() *PreemptFence {
 }
 
 // preemptWorker signals preempt fences once their queue is suspended, one at a
-// time, in order: the device's ordered preempt_fence_wq. Everything runs inside a
+// time, in order: the VM's ordered preempt_fence_wq (see VM). Everything runs inside a
 // fence signalling section, so lockdep reports it if this path ever takes the VM
 // lock (held by waiters of these fences) or allocates. A SuspendWait that returns
 // ErrAgain is retried later, from the back of the queue. A failed suspension only

@@ -381,3 +381,62 @@ func TestCloseAfterStopAndResubmitWithoutStart(t *testing.T) {
 		}
 	})
 }
+
+// Close after Stop without Start: Stop gave the detached jobs' credits back, and
+// completing them in Close must not take them off a second time.
+func TestCloseAfterStopKeepsCreditsBalanced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		chk := lockdeptest.New(t)
+		hw := fence.NewContext("test", "hw", fence.WithChecker(chk))
+		s, err := sched.New(sched.Config{Name: "r", CreditLimit: 8, Checker: chk, Ops: sched.Ops{
+			RunJob:      func(*sched.Job) (*fence.Fence, error) { return hw.Next(), nil },
+			TimedOutJob: func(*sched.Job) sched.Status { return sched.StatusReset },
+			FreeJob:     func(*sched.Job) {},
+		}})
+		require.NoError(t, err)
+		e, err := s.NewEntity(sched.PriorityNormal)
+		require.NoError(t, err)
+		var jobs []*sched.Job
+		for range 3 {
+			j, err := e.NewJob(2, nil)
+			require.NoError(t, err)
+			require.NoError(t, j.Arm())
+			require.NoError(t, j.Push())
+			jobs = append(jobs, j)
+		}
+		synctest.Wait()
+		require.EqualValues(t, 6, s.Credits())
+		s.Stop(nil)
+		require.Zero(t, s.Credits(), "Stop gives the credits back")
+		s.Close()
+		require.Zero(t, s.Credits())
+		for _, j := range jobs {
+			require.ErrorIs(t, j.Finished().Error(), sched.ErrCanceled)
+		}
+		require.NoError(t, e.Destroy(context.Background()))
+	})
+}
+
+// IncreaseKarma marks the guilty flag only of an entity still on the bad job's
+// scheduler, as drm_sched_increase_karma finds it among the run queue's entities:
+// blaming a job of an entity killed since sets nothing, so the other entities of
+// its context are not cancelled.
+func TestIncreaseKarmaSkipsAKilledEntity(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		chk := lockdeptest.New(t)
+		r := schedtest.New(t, schedtest.Config{Checker: chk})
+		var ctxGuilty atomic.Bool
+		a, b := r.NewEntity(t, sched.PriorityNormal), r.NewEntity(t, sched.PriorityNormal)
+		a.ShareGuilty(&ctxGuilty)
+		b.ShareGuilty(&ctxGuilty)
+		j := r.NewJob(t, a)
+		require.NoError(t, j.Submit())
+		synctest.Wait()
+		a.Kill() // the process exited: a left the run queue
+		r.Sched.IncreaseKarma(j.Job)
+		require.Equal(t, 1, j.Karma())
+		require.False(t, ctxGuilty.Load(), "a killed entity was marked guilty")
+		require.False(t, b.IsGuilty())
+		require.Equal(t, 1, r.Advance(1))
+	})
+}

@@ -78,10 +78,10 @@ const (
 // entity is refused later). Models drm_sched_job_init().
 func (e *Entity) NewJob(credits uint32, payload any) (*Job, error) {
 	switch limit := e.creditLimit; {
+	case e.stopped.Load(): // before the schedulers: the entity's own state is the clearer answer
+		return nil, ErrKilled
 	case e.noReadyScheduler():
 		return nil, ErrNoRunQueue
-	case e.stopped.Load():
-		return nil, ErrKilled
 	case credits == 0:
 		return nil, errCreditsZero
 	case credits > limit:

@@ -558,6 +558,12 @@ func (s *Scheduler) Close() {
 		}
 	}
 	for i, j := range jobs {
+		if detached[i] && j.detached {
+			// Stop gave its credits back; completing takes them off again, as Start
+			// would charge them first.
+			j.detached = false
+			s.credits.Add(int64(j.credits))
+		}
 		if detached[i] {
 			err := error(ErrCanceled)
 			if p := j.Parent(); p != nil && p.IsSignaled() {

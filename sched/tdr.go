@@ -263,14 +263,17 @@ func (s *Scheduler) ResubmitJobs() {
 
 // IncreaseKarma blames bad for a hang, unless it ran at kernel priority (kernel
 // jobs are always considered good): its karma grows and, if its entity has a
-// guilty flag (ShareGuilty), the flag is set, so that the entity's later jobs are
-// cancelled. Models drm_sched_increase_karma().
+// guilty flag (ShareGuilty) and is still on bad's scheduler, the flag is set, so
+// that the entity's later jobs are cancelled. Models drm_sched_increase_karma(),
+// which looks for the entity among the scheduler's run-queue entities: one killed
+// since, or moved to another scheduler, is not found and not marked.
 func (s *Scheduler) IncreaseKarma(bad *Job) {
 	if bad.priority == PriorityKernel {
 		return
 	}
 	bad.karma.Add(1)
-	if g := bad.entity.guilty.Load(); g != nil {
+	e := bad.entity
+	if g := e.guilty.Load(); g != nil && !e.stopped.Load() && e.sched.Load() == bad.sched {
 		g.Store(true)
 	}
 }

@@ -98,10 +98,11 @@ func (c *Chain) Prev() *Fence { return c.prev.Load() }
 // walk returns the first unsignalled point older than f, unlinking signalled
 // points on the way, or nil if everything older has signalled. f must be a chain.
 // As in dma_fence_chain_walk(), f's reference moves from the point it unlinks to
-// that point's predecessor. The walks themselves take no references (the garbage
-// collector keeps what they look at), so a walk may reach a point that has been
-// released; it does not unlink there, as that would drop references the release
-// has already dropped. Models dma_fence_chain_walk().
+// that point's predecessor. A walk holds a reference on a point only while it
+// unlinks from it (the garbage collector keeps what it merely looks at), so it
+// may reach a point that has been released; it does not unlink there, as that
+// would drop references the release has already dropped. Models
+// dma_fence_chain_walk().
 func walk(f *Fence) *Fence {
 	c := AsChain(f)
 	if c == nil {
@@ -121,7 +122,14 @@ func walk(f *Fence) *Fence {
 		} else if !prev.IsSignaled() {
 			return prev
 		}
-		if c.refs.Load() < 0 || (replacement != nil && !replacement.tryGet()) {
+		// Unlink only from a point this walk holds a reference on, as the kernel
+		// walks from a point it holds: otherwise c could be released between the
+		// check and the swap, and its release and this walk would both drop prev.
+		held := c.tryGet()
+		if !held || (replacement != nil && !replacement.tryGet()) {
+			if held {
+				c.Put()
+			}
 			// c, or prev, has been released: step past prev without unlinking it.
 			if replacement == nil || AsChain(replacement) == nil {
 				if replacement != nil && replacement.IsSignaled() {
@@ -137,6 +145,7 @@ func walk(f *Fence) *Fence {
 		} else if replacement != nil {
 			replacement.Put()
 		}
+		c.Put()
 	}
 }
 

@@ -462,3 +462,82 @@ func TestTimelinePointKeepsTheEarliestDeadline(t *testing.T) {
 	_, err = tl.Deadline(nil)
 	require.ErrorIs(t, err, fence.ErrInvalid)
 }
+
+// Walks over one chain racing its payloads' signals (as find_race does) unlink
+// signalled points, moving references as they go, while other walks do the same:
+// each walk unlinks only from a point it holds a reference on, so when the head is
+// dropped every payload is released exactly once. Without that reference a point
+// could be released between a walk's check and its unlink, and the release and
+// the walk both dropped its predecessor (one payload released early, another
+// never).
+func TestChainConcurrentWalksKeepReferencesBalanced(t *testing.T) {
+	chk := lockdeptest.New(t)
+	const n = 8
+	bad := 0
+	for iter := range 20_000 {
+		var rel [n]atomic.Int32
+		ctx := fence.NewContext("t", "p", fence.WithChecker(chk), fence.WithOps(&fence.Ops{
+			Release: func(f *fence.Fence) { rel[f.Seqno()-1].Add(1) }}))
+		var prev *fence.Fence
+		var ps [n]*fence.Fence
+		var head *fence.Chain
+		for i := range n {
+			ps[i] = ctx.New(uint64(i + 1))
+			head = fence.NewChain(prev, ps[i], uint64(i+1)) // chain owns payload and prev
+			prev = &head.Fence
+		}
+		var wg sync.WaitGroup
+		var start atomic.Bool
+		for w := range 4 {
+			wg.Go(func() {
+				for !start.Load() {
+					runtime.Gosched()
+				}
+				for k := range 30 {
+					_, _ = head.FindSeqno(uint64((w+k)%n + 1))
+				}
+			})
+		}
+		wg.Go(func() {
+			start.Store(true)
+			for i := range n {
+				_ = ps[i].Signal()
+				runtime.Gosched()
+			}
+		})
+		wg.Wait()
+		head.Put()
+		for i := range n {
+			if c := rel[i].Load(); c != 1 {
+				bad++
+				if bad < 5 {
+					t.Errorf("iter %d: payload %d released %d times", iter, i+1, c)
+				}
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d bad payload release counts", bad)
+	}
+}
+
+// Every Point result is the caller's own reference, also when it is a pending
+// point returned again, as sync_pt_create() takes one with dma_fence_get_rcu():
+// two callers that each hand theirs to a container (which takes it over) put two
+// references, not one twice, and the point stays pending until the counter
+// reaches it.
+func TestTimelinePointReturnedAgainHasItsOwnReference(t *testing.T) {
+	chk, col := lockdeptest.Collect(t)
+	tl := fence.NewTimeline("tl", fence.WithChecker(chk))
+	p, q := tl.Point(5), tl.Point(5)
+	require.Same(t, p, q)
+	a1 := fence.NewArray([]*fence.Fence{p}, fence.AllocContexts(1), 1, false)
+	a2 := fence.NewArray([]*fence.Fence{q}, fence.AllocContexts(1), 1, false)
+	a2.EnableSignaling()
+	a1.Put()
+	lockdeptest.RequireClean(t, col)
+	require.False(t, p.IsSignaled(), "the point signalled with the counter at 0")
+	tl.Inc(5)
+	require.True(t, a2.IsSignaled())
+	require.NoError(t, a2.Error())
+}

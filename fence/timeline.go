@@ -97,9 +97,11 @@ func (t *Timeline) Value() uint32 {
 // Point returns a fence that signals when the counter reaches value. A value already
 // reached gives a signalled fence (or, while Inc is still signalling points below
 // it, one that Inc signals after them); a pending point with the same value is
-// returned again rather than duplicated, also while Inc is signalling it. Points
-// ahead of the counter are the normal case. On a closed timeline the point is
-// returned signalled with ErrNoEntry. Models SW_SYNC_IOC_CREATE_FENCE.
+// returned again rather than duplicated, also while Inc is signalling it, with a
+// reference of its own: every Point result is the caller's reference (to give to
+// a container, or Put). Points ahead of the counter are the normal case. On a
+// closed timeline the point is returned signalled with ErrNoEntry. Models
+// SW_SYNC_IOC_CREATE_FENCE.
 func (t *Timeline) Point(value uint32) *Fence {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -114,7 +116,14 @@ func (t *Timeline) Point(value uint32) *Fence {
 		})
 	}
 	if found {
-		return t.pending[i]
+		if t.pending[i].tryGet() {
+			return t.pending[i] // with a reference of the caller's own, as sync_pt_create() gets one
+		}
+		// Released (its last reference dropped): a new point, as sync_pt_create()
+		// makes one when dma_fence_get_rcu() fails. It goes after the released
+		// one, which Inc still signals first: the point Inc may be signalling
+		// stays at the head of pending (see drainLocked).
+		i++
 	}
 	f := t.ctx.NewWithData(uint64(value), &syncPt{})
 	// Born signalled: a value every point up to which has signalled, or any value on

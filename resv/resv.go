@@ -320,10 +320,12 @@ func (o *Object) Unlocked(u Usage) iter.Seq2[*fence.Fence, Usage] {
 }
 
 // GetSingleton returns one fence for all the unsignalled fences of usage u or
-// stronger: nil for none, the fence for one, an array for several. The array
-// holds a reference of its own on each fence (it drops them when the caller's
-// Put releases it), as the fences dma_resv_get_fences() hands the kernel's array
-// are referenced; the reservation object itself takes none (see GetFences).
+// stronger: nil for none, the fence for one, an array for several. The result is
+// the caller's reference, to Put when done, as in the kernel: the single fence
+// gets one more reference, and the array holds one of its own on each fence (it
+// drops them when released), as the fences dma_resv_get_fences() hands the
+// kernel's array are referenced; the reservation object itself takes none (see
+// GetFences).
 // Models dma_resv_get_singleton().
 func (o *Object) GetSingleton(u Usage) *fence.Fence {
 	fs := o.GetFences(u)
@@ -331,7 +333,7 @@ func (o *Object) GetSingleton(u Usage) *fence.Fence {
 	case 0:
 		return nil
 	case 1:
-		return fs[0]
+		return fs[0].Get() // the caller's, as the array is
 	}
 	for _, f := range fs {
 		f.Get() // the array's: it takes over one reference per fence

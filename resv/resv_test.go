@@ -410,10 +410,10 @@ func TestGetSingleton(t *testing.T) {
 	require.ErrorIs(t, o.AddFence(s, resv.Read), resv.ErrContainer, "never re-added")
 }
 
-// The array GetSingleton makes holds its own reference on each fence: putting it,
-// as a kernel caller puts what dma_resv_get_singleton returned, releases none of
-// the fences still in the object, and a fence someone waits on is not reported as
-// leaked.
+// What GetSingleton returns is the caller's reference, a single fence or an array
+// holding its own reference on each fence: putting it, as a kernel caller puts
+// what dma_resv_get_singleton returned, releases none of the fences still in the
+// object, and a fence someone waits on is not reported as leaked.
 func TestGetSingletonArrayPutReleasesNoFenceOfTheObject(t *testing.T) {
 	chk := lockdeptest.New(t) // fails the test on any report
 	o := lockedObject(t, chk)
@@ -424,6 +424,11 @@ func TestGetSingletonArrayPutReleasesNoFenceOfTheObject(t *testing.T) {
 	addAll(t, o, entry{w, resv.Write}, entry{r, resv.Read})
 	var cb fence.Callback
 	require.NoError(t, w.AddCallback(&cb, func(*fence.Fence, *fence.Callback) {}))
+
+	one := o.GetSingleton(resv.Write) // one fence: itself, with a reference of the caller's
+	require.Same(t, w, one)
+	one.Put()
+	require.Zero(t, released.Load(), "putting the single fence dropped a reference GetSingleton never took")
 
 	s := o.GetSingleton(resv.Read)
 	require.NotNil(t, fence.AsArray(s))

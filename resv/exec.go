@@ -94,7 +94,11 @@ func (e *Exec) Run(ctx context.Context, fn func(ctx context.Context) error) erro
 }
 
 // Lock locks obj and tracks it. On contention it records obj for Run's back-off and
-// returns ErrDeadlock, which fn must return. Models drm_exec_lock_obj().
+// returns ErrDeadlock, which fn must return: locking another object in the same
+// pass is then an error wrapping ErrInvalid (the contended one must come first,
+// with nothing held), where the kernel's drm_exec_lock_obj() would slow-lock the
+// contended object with the others still held, which DEBUG_WW_MUTEXES warns
+// about. Models drm_exec_lock_obj().
 func (e *Exec) Lock(ctx context.Context, obj *Object) error {
 	if e.ticket == nil {
 		return ErrInvalid // outside Run

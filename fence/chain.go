@@ -224,7 +224,13 @@ func (c *Chain) enableSignaling() bool {
 // to it, and reports false if there is none.
 func (c *Chain) arm() bool {
 	for f := range c.All() {
-		p := Contained(f).Get()
+		p := Contained(f)
+		if !p.tryGet() {
+			// Released: the walk reached it through a point released meanwhile
+			// (walks hold no reference on the points they return), so it has
+			// signalled; taking a reference would bring it back.
+			continue
+		}
 		if p.addCallback(&c.cb, c.payloadSignalled) == nil {
 			return true
 		}
@@ -234,11 +240,16 @@ func (c *Chain) arm() bool {
 }
 
 // payloadSignalled runs when the payload c waited on signals: c looks again, and
-// either waits on the next pending one or signals. The kernel defers this to
-// irq_work; here it runs in the signalling goroutine, without c's lock, and only c's
-// own callback can be queued, so there is no lock to invert. It drops the
-// references that enableSignaling and arm took, as dma_fence_chain_cb() and its
-// irq_work do.
+// either waits on the next pending one or signals. It drops the references that
+// enableSignaling and arm took, as dma_fence_chain_cb() and its irq_work do.
+//
+// The kernel defers this to irq_work; here it runs in the signalling goroutine,
+// with the signalled payload's lock held, so queueing the callback on the next
+// payload takes that payload's lock under it. Known limitation, not yet mended:
+// if an older point's payload is an Array that contains the signalling payload's
+// fence (or any fence that shares one with it), the Array's EnableSignaling takes
+// the locks in the other order, and the two can deadlock. The fix is a deferred
+// step standing for irq_work (the re-arm after the payload's lock is dropped).
 func (c *Chain) payloadSignalled(p *Fence, _ *Callback) {
 	p.Put() // signalled: its lock, held here, is not taken
 	if c.arm() {

@@ -492,9 +492,14 @@ func (f *Fence) Get() *Fence {
 	return f
 }
 
-// tryGet takes a reference to f unless f has been released, and reports whether
-// it did. Models dma_fence_get_rcu(): a released fence is not brought back, so
-// that its Release hook runs once.
+// TryGet takes a reference to f unless f has been released (its last reference
+// dropped), and reports whether it did. Models dma_fence_get_rcu(): a released
+// fence is not brought back, so that its Release hook runs once. Code that finds
+// a fence through a structure holding no reference of its own (a walk, a
+// reservation object) takes its reference this way.
+func (f *Fence) TryGet() bool { return f.tryGet() }
+
+// tryGet is TryGet.
 func (f *Fence) tryGet() bool {
 	for {
 		r := f.refs.Load()

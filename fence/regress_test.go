@@ -541,3 +541,66 @@ func TestTimelinePointReturnedAgainHasItsOwnReference(t *testing.T) {
 	require.True(t, a2.IsSignaled())
 	require.NoError(t, a2.Error())
 }
+
+// parkingPayloads makes a chain c1(q1) <- c2(p2), p2 signalled, that owns its
+// payloads, where q1's Signaled hook parks the n-th poll after park is called, so
+// that a test can release c1 and q1 behind the polling walker's back. released
+// counts q1's Release hook.
+func parkingPayloads(t *testing.T, n int32) (q1 *fence.Fence, c2 *fence.Chain, park func() (parked, resume chan struct{}), released *atomic.Int32) {
+	chk := lockdeptest.New(t)
+	released = new(atomic.Int32)
+	var polls atomic.Int32 // counts down to the poll that parks; 0: disarmed
+	parked, resume := make(chan struct{}), make(chan struct{})
+	qctx := fence.NewContext("test", "q", fence.WithChecker(chk), fence.WithOps(&fence.Ops{
+		Signaled: func(*fence.Fence) bool {
+			if polls.Load() > 0 && polls.Add(-1) == 0 {
+				parked <- struct{}{}
+				<-resume
+			}
+			return false
+		},
+		Release: func(*fence.Fence) { released.Add(1) },
+	}))
+	q1 = qctx.Next()
+	p2 := fence.NewContext("test", "p", fence.WithChecker(chk)).Next()
+	c1 := fence.NewChain(nil, q1, 1)
+	c2 = fence.NewChain(&c1.Fence, p2, 2)
+	require.NoError(t, p2.Signal())
+	return q1, c2, func() (chan struct{}, chan struct{}) { polls.Store(n); return parked, resume }, released
+}
+
+// A walk holds no reference on the points it returns, so a payload it found
+// pending may be released (its point unlinked and dropped) before the caller
+// takes a reference. Arming a chain and Merge then take it with TryGet, as the
+// kernel takes dma_fence_get_rcu(), and leave a released payload out instead of
+// bringing it back: q1's Release hook runs exactly once.
+func TestWalkersDoNotBringBackAReleasedPayload(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		poll int32                              // which poll of q1 parks: the one right before the reference is taken
+		walk func(c2 *fence.Chain) *fence.Fence // returns a reference the test puts, or nil
+	}{
+		{"arming", 1, func(c2 *fence.Chain) *fence.Fence { c2.EnableSignaling(); return nil }},
+		{"Merge", 2, func(c2 *fence.Chain) *fence.Fence { return fence.Merge(&c2.Fence) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q1, c2, park, released := parkingPayloads(t, tc.poll)
+			parked, resume := park()
+			got := make(chan *fence.Fence)
+			go func() { got <- tc.walk(c2) }()
+			<-parked // the walk found q1 pending and is about to take it
+			require.NoError(t, q1.Signal())
+			_, err := c2.FindSeqno(1) // unlinks c1, whose release puts q1's last reference
+			require.NoError(t, err)
+			require.Equal(t, int32(1), released.Load())
+			close(resume)
+			if f := <-got; f != nil {
+				require.True(t, f.IsSignaled(), "a merge of signalled fences")
+				f.Put()
+			}
+			require.Equal(t, int32(1), released.Load(), "q1 was brought back and released again")
+			c2.Put()
+			require.Equal(t, int32(1), released.Load())
+		})
+	}
+}

@@ -71,16 +71,23 @@ func Merge(fences ...*Fence) *Fence {
 		}
 	}
 	pending = Dedup(pending)
+	// A reference on each fence kept, as dma_fence_unwrap_merge() gets each: the
+	// caller's for a single fence (so that a kernel-style Put of the result does
+	// not drop the input's), the array's otherwise. A leaf released since the walk
+	// saw it (its chain point was unlinked and dropped) has signalled: it is left
+	// out rather than brought back.
+	kept := pending[:0]
+	for _, f := range pending {
+		if f.tryGet() {
+			kept = append(kept, f)
+		}
+	}
+	pending = kept
 	switch len(pending) {
 	case 0:
 		return NewSignaled(latest)
 	case 1:
-		// A reference of the caller's own, as for the stub and the array, so that
-		// a kernel-style Put of the result does not drop the input's.
-		return pending[0].Get()
-	}
-	for _, f := range pending {
-		f.Get() // the array's, as dma_fence_unwrap_merge() gets each fence it keeps
+		return pending[0]
 	}
 	return &NewArray(pending, AllocContexts(1), 1, false).Fence
 }

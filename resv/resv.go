@@ -329,16 +329,23 @@ func (o *Object) Unlocked(u Usage) iter.Seq2[*fence.Fence, Usage] {
 // Models dma_resv_get_singleton().
 func (o *Object) GetSingleton(u Usage) *fence.Fence {
 	fs := o.GetFences(u)
-	switch len(fs) {
+	// The caller's reference for a single fence, the array's for several. The
+	// object holds none, so a fence whose last reference its owner dropped while
+	// it was still in the object is released: it is left out, not brought back
+	// (the kernel's object holds a reference, so there it cannot happen).
+	kept := fs[:0]
+	for _, f := range fs {
+		if f.TryGet() {
+			kept = append(kept, f)
+		}
+	}
+	switch len(kept) {
 	case 0:
 		return nil
 	case 1:
-		return fs[0].Get() // the caller's, as the array is
+		return kept[0]
 	}
-	for _, f := range fs {
-		f.Get() // the array's: it takes over one reference per fence
-	}
-	return &fence.NewArray(fs, fence.AllocContexts(1), 1, false).Fence
+	return &fence.NewArray(kept, fence.AllocContexts(1), 1, false).Fence
 }
 
 // CopyFences replaces dst's fences with src's unsignalled ones, usages kept. dst must

@@ -439,6 +439,28 @@ func TestGetSingletonArrayPutReleasesNoFenceOfTheObject(t *testing.T) {
 	require.NoError(t, r.Signal())
 }
 
+// The object holds no reference on its fences, so its owner's Put can release a
+// fence that is still in it. GetSingleton takes its references with TryGet and
+// leaves such a fence out rather than bringing it back: its Release hook runs once.
+func TestGetSingletonLeavesOutAReleasedFence(t *testing.T) {
+	chk := lockdeptest.New(t)
+	o := lockedObject(t, chk)
+	var released atomic.Int32
+	ops := &fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}
+	gone := fence.NewContext("test", "gone", fence.WithChecker(chk), fence.WithOps(ops)).Next()
+	kept := fence.NewContext("test", "kept", fence.WithChecker(chk), fence.WithOps(ops)).Next()
+	addAll(t, o, entry{gone, resv.Write}, entry{kept, resv.Read})
+	gone.Put() // its owner's, the last
+	require.Equal(t, int32(1), released.Load())
+
+	s := o.GetSingleton(resv.Read)
+	require.Same(t, kept, s, "the released fence is left out")
+	s.Put()
+	require.Equal(t, int32(1), released.Load(), "a released fence was brought back and released again")
+	require.Nil(t, o.GetSingleton(resv.Write))
+	require.Equal(t, int32(1), released.Load())
+}
+
 // CopyFences replaces dst's fences with src's unsignalled ones, usages and order
 // kept, without locking src; src is unchanged.
 func TestCopyFences(t *testing.T) {

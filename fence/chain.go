@@ -223,6 +223,13 @@ func (c *Chain) enableSignaling() bool {
 // arm queues c's callback on the newest payload still pending, with a reference
 // to it, and reports false if there is none.
 func (c *Chain) arm() bool {
+	armed, _ := c.armTry(false)
+	return armed
+}
+
+// armTry is arm; with try set it does not wait for a payload's lock, and reports
+// busy, having queued nothing, when it would have.
+func (c *Chain) armTry(try bool) (armed, busy bool) {
 	for f := range c.All() {
 		p := Contained(f)
 		if !p.tryGet() {
@@ -231,27 +238,51 @@ func (c *Chain) arm() bool {
 			// signalled; taking a reference would bring it back.
 			continue
 		}
-		if p.addCallback(&c.cb, c.payloadSignalled) == nil {
-			return true
+		var err error
+		if try {
+			if busy, err = p.addCallbackTry(&c.cb, c.payloadSignalled); busy {
+				p.Put() // not the last: p's chain point holds one
+				return false, true
+			}
+		} else {
+			err = p.addCallback(&c.cb, c.payloadSignalled)
+		}
+		if err == nil {
+			return true, false
 		}
 		p.Put()
 	}
-	return false
+	return false, false
 }
 
 // payloadSignalled runs when the payload c waited on signals: c looks again, and
 // either waits on the next pending one or signals. It drops the references that
 // enableSignaling and arm took, as dma_fence_chain_cb() and its irq_work do.
 //
-// The kernel defers this to irq_work; here it runs in the signalling goroutine,
-// with the signalled payload's lock held, so queueing the callback on the next
-// payload takes that payload's lock under it. Known limitation, not yet mended:
-// if an older point's payload is an Array that contains the signalling payload's
-// fence (or any fence that shares one with it), the Array's EnableSignaling takes
-// the locks in the other order, and the two can deadlock. The fix is a deferred
-// step standing for irq_work (the re-arm after the payload's lock is dropped).
+// The kernel runs the re-arm from irq_work, after the signalled payload's lock is
+// dropped. Here it runs in the signalling goroutine, with that lock held, and so
+// must not wait for the next payload's lock: an older point's payload may be an
+// Array whose EnableSignaling holds its own lock while it waits for the signalled
+// payload's (they share a fence), and waiting here would deadlock against it. So
+// the next payload's lock is only tried; if it is taken, the re-arm goes to a
+// goroutine of its own, which stands for the irq_work and waits for nothing but
+// that lock.
 func (c *Chain) payloadSignalled(p *Fence, _ *Callback) {
 	p.Put() // signalled: its lock, held here, is not taken
+	armed, busy := c.armTry(true)
+	switch {
+	case armed:
+	case busy:
+		go c.rearm()
+	default:
+		_ = c.Fence.Signal()
+		c.Fence.Put()
+	}
+}
+
+// rearm is payloadSignalled's deferred step, with no lock held: wait on the next
+// pending payload, or signal.
+func (c *Chain) rearm() {
 	if c.arm() {
 		return
 	}

@@ -66,9 +66,9 @@
 // lock while enabling holds it and waits for the input's. An array polled complete
 // keeps its fences' first error, which the kernel's poll path drops. A chain
 // re-arms on its next payload in the goroutine that signalled the previous one,
-// under that payload's lock; with an Array among the payloads sharing a fence with
-// a later payload this can deadlock against the Array's EnableSignaling (a known
-// limitation, see Chain: the kernel's irq_work avoids it). Each fence has
+// under that payload's lock, but only if the next payload's lock is free: when it
+// is taken, the re-arm moves to a goroutine of its own, standing for the kernel's
+// irq_work, so that the two locks are never waited for in that order. Each fence has
 // its own lock, where the kernel lets a timeline share one; a goroutine that finds it
 // taken yields until it is free, as a CPU spins. The kernel reads the clock in every
 // dma_fence_signal; here Signal records a timestamp only on a context made

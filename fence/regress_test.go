@@ -604,3 +604,54 @@ func TestWalkersDoNotBringBackAReleasedPayload(t *testing.T) {
 		})
 	}
 }
+
+// A chain whose older point carries an Array sharing a fence x with the newer
+// point's payload: enabling the Array holds its lock while it waits for x's, and
+// signalling x runs the chain's re-arm under x's lock, which then queues on the
+// Array. The re-arm only tries the Array's lock and otherwise moves to a goroutine
+// of its own (the kernel's irq_work), so the two never wait for each other. The
+// interleaving that deadlocked (x's lock going to its signaller while the
+// enabling side waits for it) depends on the scheduler, so it is tried many times;
+// x's EnableSignaling hook holds x's lock while both sides line up behind it.
+func TestChainRearmAndArrayEnableDoNotDeadlock(t *testing.T) {
+	for attempt := range 40 {
+		chk := lockdeptest.New(t)
+		var park atomic.Bool
+		parked, resume := make(chan struct{}), make(chan struct{})
+		x := fence.NewContext("test", "x", fence.WithChecker(chk), fence.WithOps(&fence.Ops{
+			EnableSignaling: func(*fence.Fence) bool {
+				if park.CompareAndSwap(true, false) {
+					parked <- struct{}{}
+					<-resume
+				}
+				return true
+			}})).Next()
+		y := fence.NewContext("test", "y", fence.WithChecker(chk)).Next()
+		a := fence.NewArray([]*fence.Fence{y, x.Get()}, fence.AllocContexts(1), 1, false)
+		c1 := fence.NewChain(nil, &a.Fence, 1)
+		c2 := fence.NewChain(&c1.Fence, x.Get(), 2)
+		park.Store(true)
+		var wg sync.WaitGroup
+		wg.Go(func() { c2.EnableSignaling() }) // c2's lock, then x's: parks in x's hook
+		<-parked
+		wg.Go(func() { a.EnableSignaling() })           // A's lock, y's, then waits for x's
+		wg.Go(func() { assert.NoError(t, x.Signal()) }) // waits for x's lock, then re-arms c2 on A
+		for range 1000 {
+			runtime.Gosched() // let both line up behind x's lock
+		}
+		close(resume)
+		// A hang guard only: a deadlock spins both sides forever.
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("attempt %d: deadlock between the chain's re-arm and the array's enabling", attempt)
+		}
+		require.NoError(t, y.Signal())
+		require.NoError(t, c2.Wait(context.Background()))
+		require.True(t, c1.IsSignaled())
+		c2.Put()
+		x.Put()
+	}
+}

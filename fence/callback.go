@@ -153,36 +153,6 @@ func (f *Fence) addCallback(cb *Callback, fn CallbackFunc) error {
 	return nil
 }
 
-// addCallbackTry is addCallback that does not wait for f's lock: busy reports
-// that the lock was taken and nothing was done. For a caller that holds another
-// fence's lock and must not wait for this one's (see Chain.payloadSignalled).
-func (f *Fence) addCallbackTry(cb *Callback, fn CallbackFunc) (busy bool, err error) {
-	if f.signaled() {
-		return false, ErrSignaled
-	}
-	if !f.tryLock() {
-		return true, nil
-	}
-	if cb.fence != nil {
-		f.unlock()
-		return false, errCallbackUse
-	}
-	if !f.enableLocked() {
-		f.unlockSet(flagEnableSignal)
-		return false, ErrSignaled
-	}
-	cb.fence = f
-	if !sameFunc(cb.fn, fn) {
-		cb.fn = fn
-	}
-	f.cbs.push(cb)
-	if st := f.leaks(); st != nil {
-		st.pending.Add(1)
-	}
-	f.unlockSet(flagEnableSignal | flagCallbacks)
-	return false, nil
-}
-
 // RemoveCallback dequeues cb from f. It returns true if cb was still queued (it
 // will not run), false if it already ran, was never added, or f has signalled.
 // Models dma_fence_remove_callback().

@@ -223,13 +223,6 @@ func (c *Chain) enableSignaling() bool {
 // arm queues c's callback on the newest payload still pending, with a reference
 // to it, and reports false if there is none.
 func (c *Chain) arm() bool {
-	armed, _ := c.armTry(false)
-	return armed
-}
-
-// armTry is arm; with try set it does not wait for a payload's lock, and reports
-// busy, having queued nothing, when it would have.
-func (c *Chain) armTry(try bool) (armed, busy bool) {
 	for f := range c.All() {
 		p := Contained(f)
 		if !p.tryGet() {
@@ -238,46 +231,32 @@ func (c *Chain) armTry(try bool) (armed, busy bool) {
 			// signalled; taking a reference would bring it back.
 			continue
 		}
-		var err error
-		if try {
-			if busy, err = p.addCallbackTry(&c.cb, c.payloadSignalled); busy {
-				p.Put() // not the last: p's chain point holds one
-				return false, true
-			}
-		} else {
-			err = p.addCallback(&c.cb, c.payloadSignalled)
-		}
-		if err == nil {
-			return true, false
+		if p.addCallback(&c.cb, c.payloadSignalled) == nil {
+			return true
 		}
 		p.Put()
 	}
-	return false, false
+	return false
 }
 
 // payloadSignalled runs when the payload c waited on signals: c looks again, and
 // either waits on the next pending one or signals. It drops the references that
 // enableSignaling and arm took, as dma_fence_chain_cb() and its irq_work do.
 //
-// The kernel runs the re-arm from irq_work, after the signalled payload's lock is
-// dropped. Here it runs in the signalling goroutine, with that lock held, and so
-// must not wait for the next payload's lock: an older point's payload may be an
-// Array whose EnableSignaling holds its own lock while it waits for the signalled
-// payload's (they share a fence), and waiting here would deadlock against it. So
-// the next payload's lock is only tried; if it is taken, the re-arm goes to a
-// goroutine of its own, which stands for the irq_work and waits for nothing but
-// that lock.
+// The kernel's dma_fence_chain_cb() only queues irq_work, and the walk and re-arm
+// run there, with no fence lock held. Here the callback runs in the signalling
+// goroutine with the signalled payload's lock held, and everything the re-arm
+// does can wait for another fence's lock: the walk polls payloads (a poll that
+// finds an Array or Chain done signals it), and queueing on the next payload runs
+// its EnableSignaling hook (an Array's takes its entries' locks). Done here, any
+// of these can deadlock against a goroutine that holds that lock and waits for
+// the payload's (an Array enabling its signalling over a fence it shares with the
+// chain). So the re-arm always moves to a goroutine of its own, standing for the
+// irq_work: the chain signals shortly after its last payload, not inside that
+// payload's Signal.
 func (c *Chain) payloadSignalled(p *Fence, _ *Callback) {
 	p.Put() // signalled: its lock, held here, is not taken
-	armed, busy := c.armTry(true)
-	switch {
-	case armed:
-	case busy:
-		go c.rearm()
-	default:
-		_ = c.Fence.Signal()
-		c.Fence.Put()
-	}
+	go c.rearm()
 }
 
 // rearm is payloadSignalled's deferred step, with no lock held: wait on the next

@@ -59,16 +59,16 @@
 // Chain takes over the references it is given and puts them when it is released.
 // Timeouts are context deadlines and interruption is cancellation: Wait returns
 // ctx.Err() instead of a remaining-jiffies count, and a wait that gives up changes
-// nothing. Array and chain fences signal in the goroutine that signalled their last
-// input, where the kernel defers to irq_work, so the array's lock is taken under that
-// input's; an array completed while its signalling is being enabled leaves the signal
+// nothing. An Array signals in the goroutine that signalled its last input, where
+// the kernel defers to irq_work, so the array's lock is taken under that input's; an array completed while its signalling is being enabled leaves the signal
 // to the enabling side, so that the input's signaller never waits for the array's
 // lock while enabling holds it and waits for the input's. An array polled complete
-// keeps its fences' first error, which the kernel's poll path drops. A chain
-// re-arms on its next payload in the goroutine that signalled the previous one,
-// under that payload's lock, but only if the next payload's lock is free: when it
-// is taken, the re-arm moves to a goroutine of its own, standing for the kernel's
-// irq_work, so that the two locks are never waited for in that order. Each fence has
+// keeps its fences' first error, which the kernel's poll path drops. A chain's
+// callback on its payload only starts a goroutine for the re-arm (the walk to the
+// next pending payload, or the chain's signal), standing for the kernel's
+// irq_work, since the callback runs under the payload's lock and the re-arm may
+// wait for other fences' locks: a chain signals shortly after its last payload,
+// not inside that payload's Signal (IsSignaled polls and sees it at once). Each fence has
 // its own lock, where the kernel lets a timeline share one; a goroutine that finds it
 // taken yields until it is free, as a CPU spins. The kernel reads the clock in every
 // dma_fence_signal; here Signal records a timestamp only on a context made

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -281,19 +282,24 @@ func TestArrayReleasePutsItsFences(t *testing.T) {
 
 // A chain point takes over its references to prev and payload, and its release
 // puts them; a predecessor whose last reference it held is released with it, as
-// dma_fence_chain_release() does.
+// dma_fence_chain_release() does. The armed chain's own reference is dropped by
+// its re-arm step (the kernel's irq_work), which runs in a goroutine of its own:
+// synctest.Wait lets it finish.
 func TestChainReleasePutsPayloadAndPrev(t *testing.T) {
-	var released atomic.Int32
-	ctx := mockContext(t, fence.WithOps(&fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}))
-	p1, p2, p3 := ctx.Next(), ctx.Next(), ctx.Next()
-	c1 := fence.NewChain(nil, p1, 1)
-	c2 := fence.NewChain(&c1.Fence, p2, 2)
-	c3 := fence.NewChain(&c2.Fence, p3, 3)
-	c3.EnableSignaling()
-	signalAll(p1, p2, p3)
-	require.True(t, c3.IsSignaled())
-	c3.Put()
-	require.EqualValues(t, 3, released.Load(), "every payload is released with the chain")
+	synctest.Test(t, func(t *testing.T) {
+		var released atomic.Int32
+		ctx := mockContext(t, fence.WithOps(&fence.Ops{Release: func(*fence.Fence) { released.Add(1) }}))
+		p1, p2, p3 := ctx.Next(), ctx.Next(), ctx.Next()
+		c1 := fence.NewChain(nil, p1, 1)
+		c2 := fence.NewChain(&c1.Fence, p2, 2)
+		c3 := fence.NewChain(&c2.Fence, p3, 3)
+		c3.EnableSignaling()
+		signalAll(p1, p2, p3)
+		synctest.Wait()
+		require.True(t, c3.IsSignaled())
+		c3.Put()
+		require.EqualValues(t, 3, released.Load(), "every payload is released with the chain")
+	})
 }
 
 // A walk that unlinks a signalled point drops the reference the newer point held
@@ -607,51 +613,74 @@ func TestWalkersDoNotBringBackAReleasedPayload(t *testing.T) {
 
 // A chain whose older point carries an Array sharing a fence x with the newer
 // point's payload: enabling the Array holds its lock while it waits for x's, and
-// signalling x runs the chain's re-arm under x's lock, which then queues on the
-// Array. The re-arm only tries the Array's lock and otherwise moves to a goroutine
-// of its own (the kernel's irq_work), so the two never wait for each other. The
-// interleaving that deadlocked (x's lock going to its signaller while the
-// enabling side waits for it) depends on the scheduler, so it is tried many times;
-// x's EnableSignaling hook holds x's lock while both sides line up behind it.
+// signalling x runs the chain's callback under x's lock. Whatever the re-arm does
+// there can wait for the Array's lock: queueing on the Array (signal-on-all), or
+// the walk polling the Array and, finding it complete, signalling it
+// (signal-on-any, y already signalled). The callback therefore hands the re-arm to
+// a goroutine of its own, as the kernel's dma_fence_chain_cb hands it to irq_work,
+// and the two never wait for each other. The interleaving that deadlocked (x's
+// lock going to its signaller while the enabling side waits for it) depends on
+// the scheduler, so each case is tried many times; x's EnableSignaling hook holds
+// x's lock while both sides line up behind it.
 func TestChainRearmAndArrayEnableDoNotDeadlock(t *testing.T) {
-	for attempt := range 40 {
-		chk := lockdeptest.New(t)
-		var park atomic.Bool
-		parked, resume := make(chan struct{}), make(chan struct{})
-		x := fence.NewContext("test", "x", fence.WithChecker(chk), fence.WithOps(&fence.Ops{
-			EnableSignaling: func(*fence.Fence) bool {
-				if park.CompareAndSwap(true, false) {
-					parked <- struct{}{}
-					<-resume
+	for _, tc := range []struct {
+		name string
+		any  bool // the Array signals on any fence; y signals before x
+	}{{"re-arm queues on the array", false}, {"re-arm's walk completes the array", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for attempt := range 40 {
+				chk := lockdeptest.New(t)
+				var park atomic.Bool
+				parked, resume := make(chan struct{}), make(chan struct{})
+				x := fence.NewContext("test", "x", fence.WithChecker(chk), fence.WithOps(&fence.Ops{
+					EnableSignaling: func(*fence.Fence) bool {
+						if park.CompareAndSwap(true, false) {
+							parked <- struct{}{}
+							<-resume
+						}
+						return true
+					}})).Next()
+				yQueued := make(chan struct{})
+				var once sync.Once
+				y := fence.NewContext("test", "y", fence.WithChecker(chk), fence.WithOps(&fence.Ops{
+					EnableSignaling: func(*fence.Fence) bool {
+						once.Do(func() { close(yQueued) })
+						return true
+					}})).Next()
+				a := fence.NewArray([]*fence.Fence{y.Get(), x.Get()}, fence.AllocContexts(1), 1, tc.any)
+				c1 := fence.NewChain(nil, &a.Fence, 1)
+				c2 := fence.NewChain(&c1.Fence, x.Get(), 2)
+				park.Store(true)
+				var wg sync.WaitGroup
+				wg.Go(func() { c2.EnableSignaling() }) // c2's lock, then x's: parks in x's hook
+				<-parked
+				wg.Go(func() { a.EnableSignaling() }) // A's lock, queues on y, then waits for x's
+				<-yQueued
+				if tc.any {
+					require.NoError(t, y.Signal()) // A's count reaches zero; its enabler will signal it
 				}
-				return true
-			}})).Next()
-		y := fence.NewContext("test", "y", fence.WithChecker(chk)).Next()
-		a := fence.NewArray([]*fence.Fence{y, x.Get()}, fence.AllocContexts(1), 1, false)
-		c1 := fence.NewChain(nil, &a.Fence, 1)
-		c2 := fence.NewChain(&c1.Fence, x.Get(), 2)
-		park.Store(true)
-		var wg sync.WaitGroup
-		wg.Go(func() { c2.EnableSignaling() }) // c2's lock, then x's: parks in x's hook
-		<-parked
-		wg.Go(func() { a.EnableSignaling() })           // A's lock, y's, then waits for x's
-		wg.Go(func() { assert.NoError(t, x.Signal()) }) // waits for x's lock, then re-arms c2 on A
-		for range 1000 {
-			runtime.Gosched() // let both line up behind x's lock
-		}
-		close(resume)
-		// A hang guard only: a deadlock spins both sides forever.
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Fatalf("attempt %d: deadlock between the chain's re-arm and the array's enabling", attempt)
-		}
-		require.NoError(t, y.Signal())
-		require.NoError(t, c2.Wait(context.Background()))
-		require.True(t, c1.IsSignaled())
-		c2.Put()
-		x.Put()
+				wg.Go(func() { assert.NoError(t, x.Signal()) }) // waits for x's lock, then runs c2's callback
+				for range 1000 {
+					runtime.Gosched() // let both line up behind x's lock
+				}
+				close(resume)
+				// A hang guard only: a deadlock spins both sides forever.
+				done := make(chan struct{})
+				go func() { wg.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(time.Minute):
+					t.Fatalf("attempt %d: deadlock between the chain's re-arm and the array's enabling", attempt)
+				}
+				if !tc.any {
+					require.NoError(t, y.Signal())
+				}
+				require.NoError(t, c2.Wait(context.Background()))
+				require.True(t, c1.IsSignaled())
+				c2.Put()
+				x.Put()
+				y.Put()
+			}
+		})
 	}
 }

@@ -260,8 +260,16 @@ func (c *Chain) payloadSignalled(p *Fence, _ *Callback) {
 }
 
 // rearm is payloadSignalled's deferred step, with no lock held: wait on the next
-// pending payload, or signal.
+// pending payload, or signal. It is part of the payload's signalling path, as the
+// kernel's irq_work is (atomic context, where lockdep and might_sleep check it), so
+// it runs inside a fence signalling section: a driver hook it reaches (the next
+// payload's EnableSignaling, a Signaled poll) that takes a lock held across a
+// fence wait is reported.
 func (c *Chain) rearm() {
+	if chk := c.ctx.Checker(); chk.Enabled() {
+		cookie := chk.BeginSignalling()
+		defer chk.EndSignalling(cookie)
+	}
 	if c.arm() {
 		return
 	}

@@ -68,7 +68,11 @@
 // next pending payload, or the chain's signal), standing for the kernel's
 // irq_work, since the callback runs under the payload's lock and the re-arm may
 // wait for other fences' locks: a chain signals shortly after its last payload,
-// not inside that payload's Signal (IsSignaled polls and sees it at once). Each fence has
+// not inside that payload's Signal (IsSignaled polls and sees it at once). The
+// re-arm runs inside a fence signalling section, as part of the payload's
+// signalling path. Callbacks on an older point may run after a newer point's,
+// as the kernel's per-point irq_work gives no order either; polling sees them in
+// order. Each fence has
 // its own lock, where the kernel lets a timeline share one; a goroutine that finds it
 // taken yields until it is free, as a CPU spins. The kernel reads the clock in every
 // dma_fence_signal; here Signal records a timestamp only on a context made

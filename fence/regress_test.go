@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpusync/gpusync/fence"
+	"github.com/gpusync/gpusync/lockdep"
 	"github.com/gpusync/gpusync/lockdep/lockdeptest"
 )
 
@@ -681,6 +682,53 @@ func TestChainRearmAndArrayEnableDoNotDeadlock(t *testing.T) {
 				x.Put()
 				y.Put()
 			}
+		})
+	}
+}
+
+var rearmHookClass = lockdep.NewClass("test.rearm.hook")
+
+// The chain's re-arm, started by a payload's signal, is part of that signalling
+// path even though it runs in a goroutine of its own (the kernel's irq_work):
+// a hook it reaches that takes a lock held across a fence wait is a signalling
+// deadlock, whether it is the next payload's EnableSignaling or a Signaled poll.
+func TestChainRearmRunsInASignallingSection(t *testing.T) {
+	for _, hook := range []string{"EnableSignaling", "Signaled"} {
+		t.Run(hook, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				chk, col := lockdeptest.Collect(t)
+				m := &lockdep.Mutex{Class: rearmHookClass, Checker: chk}
+				m.Lock()
+				chk.MightWaitFence() // m is held across a fence wait elsewhere
+				m.Unlock()
+
+				var armed atomic.Bool // take m only in the re-arm, not in the test's own calls
+				takeM := func() {
+					if armed.Load() {
+						m.Lock()
+						m.Unlock()
+					}
+				}
+				ops := &fence.Ops{}
+				if hook == "EnableSignaling" {
+					ops.EnableSignaling = func(*fence.Fence) bool { takeM(); return true }
+				} else {
+					ops.Signaled = func(*fence.Fence) bool { takeM(); return false }
+				}
+				p1 := fence.NewContext("test", "p1", fence.WithChecker(chk), fence.WithOps(ops)).Next()
+				p2 := fence.NewContext("test", "p2", fence.WithChecker(chk)).Next()
+				c1 := fence.NewChain(nil, p1.Get(), 1)
+				c2 := fence.NewChain(&c1.Fence, p2.Get(), 2)
+				c2.EnableSignaling() // queues on p2, its own payload
+				armed.Store(true)
+				require.NoError(t, p2.Signal())
+				synctest.Wait() // the re-arm has walked to p1
+				armed.Store(false)
+				lockdeptest.RequireKinds(t, col, lockdep.KindSignallingDeadlock)
+				require.NoError(t, p1.Signal())
+				synctest.Wait()
+				require.True(t, c2.IsSignaled())
+			})
 		})
 	}
 }

@@ -72,9 +72,8 @@
 // re-arm runs inside a fence signalling section, as part of the payload's
 // signalling path. Callbacks on an older point may run after a newer point's,
 // as the kernel's per-point irq_work gives no order either; polling sees them in
-// order. Each fence has
-// its own lock, where the kernel lets a timeline share one; a goroutine that finds it
-// taken yields until it is free, as a CPU spins. The kernel reads the clock in every
+// order. Each fence has its own lock, where the kernel lets a timeline share one;
+// a goroutine that finds it taken yields until it is free, as a CPU spins. The kernel reads the clock in every
 // dma_fence_signal; here Signal records a timestamp only on a context made
 // WithTimestamps (sw_sync Timelines are, and Arrays and Chains stamp always), because
 // on the machines we measured the clock read cost as much as the rest of creating and

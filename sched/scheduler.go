@@ -558,13 +558,8 @@ func (s *Scheduler) Close() {
 		}
 	}
 	for i, j := range jobs {
-		if detached[i] && j.detached {
-			// Stop gave its credits back; completing takes them off again, as Start
-			// would charge them first.
-			j.detached = false
-			s.credits.Add(int64(j.credits))
-		}
 		if detached[i] {
+			s.recharge(j) // completing takes the credits off again
 			err := error(ErrCanceled)
 			if p := j.Parent(); p != nil && p.IsSignaled() {
 				err = p.Error() // the hardware finished it after all, or said how it ended

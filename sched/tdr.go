@@ -195,10 +195,7 @@ func (s *Scheduler) Start(errno error) {
 		if j.done.Load() {
 			continue
 		}
-		if j.detached {
-			j.detached = false
-			s.credits.Add(int64(j.credits))
-		}
+		s.recharge(j)
 		p := j.Parent()
 		if p == nil {
 			err := errno
@@ -225,6 +222,15 @@ func (s *Scheduler) Start(errno error) {
 	s.mu.Unlock()
 	kick(s.tdrK)
 	s.WQueueStart()
+}
+
+// recharge charges again the credits Stop gave back for j, if it did, before j
+// is completed or followed again (Start, Close).
+func (s *Scheduler) recharge(j *Job) {
+	if j.detached {
+		j.detached = false
+		s.credits.Add(int64(j.credits))
+	}
 }
 
 // ResubmitJobs runs every pending job again, between Stop and Start. Jobs of the
